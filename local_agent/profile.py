@@ -1,0 +1,55 @@
+"""Profiles: which backend each tool and the policy use, from a YAML file (default: the packaged one)."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_DIR = resources.files("local_agent") / "profiles"
+
+
+class ProfileError(ValueError):
+    pass
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in PROFILE_DIR.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_profile(name_or_path: str | Path | None = None) -> dict[str, Any]:
+    """A packaged profile by name (``default``, ``cpu``…) or a YAML file path. Raises ProfileError with one line."""
+    name = str(name_or_path or "default")
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ProfileError(f"profile file not found: {path}")
+        text = path.read_text()
+    else:
+        packaged = PROFILE_DIR / f"{name}.yaml"
+        if not packaged.is_file():
+            raise ProfileError(f"unknown profile {name!r}; packaged profiles: {', '.join(available_profiles())}")
+        text = packaged.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ProfileError(f"profile {name} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("tools"), dict):
+        raise ProfileError(f"profile {name} needs a 'tools' mapping (one entry per tool with a 'backend')")
+    data.setdefault("policy", {"backend": "scripted"})
+    return data
+
+
+def build_policy(config: dict[str, Any]):
+    """The policy a profile names. Open-weight policies live with their backends and import lazily."""
+    from .policies import POLICIES
+
+    options = dict(config)
+    name = options.pop("backend", "scripted")
+    if name not in POLICIES:
+        raise ProfileError(f"unknown policy backend {name!r}; choose one of: {', '.join(POLICIES)}")
+    try:
+        return POLICIES[name](**options)
+    except TypeError as e:
+        raise ProfileError(f"bad options for policy {name!r}: {e}") from e

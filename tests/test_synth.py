@@ -1,0 +1,118 @@
+"""`synth` as a library: MVTec layout, manifest, report, resume after interruption, bad inputs, workers."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from local_agent.synth import SynthError, read_manifest, synthesize
+
+
+def small_category(shared_data, tmp_path, category, n_images=3):
+    """A copy of a category folder with only a few train/good images (keeps the test fast)."""
+    root = tmp_path / "data" / category / "train" / "good"
+    root.mkdir(parents=True)
+    for p in sorted((shared_data / "mvtec" / category / "train" / "good").glob("*.png"))[:n_images]:
+        shutil.copy(p, root / p.name)
+    return root.parent.parent
+
+
+def test_end_to_end_on_grid_and_transistor(shared_data, tmp_path):
+    grid = small_category(shared_data, tmp_path, "grid")
+    transistor = small_category(shared_data, tmp_path, "transistor")
+    out = tmp_path / "out"
+    s = synthesize([grid, transistor], ["bent", "metal_contamination"], out, n=2, seed=1)
+    assert s.planned == 8 and s.passed + s.failed == 8 and s.errors == 0 and s.passed >= 6
+    records = read_manifest(out / "manifest.jsonl")
+    assert len(records) == 8
+    for r in records.values():
+        image = Image.open(out / r["image"])
+        mask = np.asarray(Image.open(out / r["mask"]))
+        assert image.size == (256, 256) and mask.shape == (256, 256)
+        assert set(np.unique(mask)) <= {0, 255} and mask.any()
+        assert image.mode == ("L" if r["category"] == "grid" else "RGB"), "grayscale in, grayscale out"
+        if r["passed"]:
+            assert r["image"] == f"{r['category']}/test/{r['anomaly_type']}/{r['index']:03d}.png"
+            assert r["mask"] == f"{r['category']}/ground_truth/{r['anomaly_type']}/{r['index']:03d}_mask.png"
+        assert r["prompts"][0].startswith("Using the provided image") and r["scores"]
+        traj = json.loads((out / r["trajectory"]).read_text())
+        assert traj["messages"][-1]["role"] == "assistant" and traj["answer"]["final_image_index"] >= 2
+        assert (out / traj["images"]["2"]).is_file()
+    report = (out / "report.html").read_text()
+    assert report.count("<tr>") == 9 and "grid/test/bent/000.png" in report
+
+
+def test_rerun_resumes_and_interrupted_run_loses_nothing(shared_data, tmp_path):
+    grid = small_category(shared_data, tmp_path, "grid")
+    out = tmp_path / "out"
+    seen = []
+
+    def interrupt_after_two(record):
+        seen.append(record)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize([grid], ["glue"], out, n=4, seed=3, on_record=interrupt_after_two)
+    assert len(read_manifest(out / "manifest.jsonl")) == 2
+    first = {p: p.stat().st_mtime_ns for p in (out / "grid").rglob("*.png")}
+    (out / "grid" / "test" / "glue" / ".003.png.junk.tmp").write_bytes(b"half")  # as if killed mid-write
+    with open(out / "manifest.jsonl", "a") as f:
+        f.write('{"category": "grid", "anomaly_ty')  # a torn last line
+    s = synthesize([grid], ["glue"], out, n=4, seed=3)
+    assert s.skipped == 2 and s.passed + s.failed == 2
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items()), "finished samples were rewritten"
+    assert not list(out.rglob("*.tmp"))
+    assert len(read_manifest(out / "manifest.jsonl")) == 4
+    again = synthesize([grid], ["glue"], out, n=4, seed=3)
+    assert again.skipped == 4 and again.ran == 0
+
+
+def test_same_seed_same_images(shared_data, tmp_path):
+    grid = small_category(shared_data, tmp_path, "grid", 2)
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    synthesize([grid], ["crack"], a, n=2, seed=9, save_trajectories=False)
+    synthesize([grid], ["crack"], b, n=2, seed=9, save_trajectories=False, workers=2)
+    for p in (a / "grid").rglob("*.png"):
+        assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(b / p.relative_to(a))))
+
+
+def test_bad_inputs_are_reported_and_do_not_stop_the_run(shared_data, tmp_path):
+    src = tmp_path / "mixed"
+    src.mkdir()
+    rgb = np.asarray(Image.open(shared_data / "mvtec" / "transistor" / "train" / "good" / "000.png").convert("RGB"))
+    Image.fromarray(rgb).save(src / "a_ok.png")
+    Image.fromarray(rgb).convert("L").save(src / "b_gray.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])).save(src / "c_rgba.png")
+    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(src / "d_16bit.png")
+    Image.fromarray(rgb[:20, :20]).save(src / "e_tiny.png")
+    (src / "f_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    (src / "g_text.jpg").write_text("not an image")
+    Image.new("L", (5000, 40)).save(src / "h_huge.png")
+    out = tmp_path / "out"
+    s = synthesize([src, tmp_path / "does-not-exist"], ["scratch"], out, n=8, seed=0, category="transistor")
+    assert s.planned == 8 and s.errors == 4 and s.passed + s.failed == 4
+    records = read_manifest(out / "manifest.jsonl")
+    by_source = {r["source"].rsplit("/", 1)[-1]: r for r in records.values()}
+    assert "too small" in by_source["e_tiny.png"]["error"]
+    assert "unreadable" in by_source["f_corrupt.png"]["error"] and "unreadable" in by_source["g_text.jpg"]["error"]
+    assert "too large" in by_source["h_huge.png"]["error"]
+    assert "grayscale" in by_source["b_gray.png"]["note"] and "alpha" in by_source["c_rgba.png"]["note"]
+    assert "8-bit" in by_source["d_16bit.png"]["note"]
+    assert any("does-not-exist" in w for w in s.warnings)
+    assert all("\n" not in r.get("error", "") for r in records.values()), "errors are one line"
+
+
+def test_unknown_names_warn_and_unwritable_output_fails_cleanly(shared_data, tmp_path):
+    grid = small_category(shared_data, tmp_path, "grid", 1)
+    s = synthesize([grid], ["purple_smudge"], tmp_path / "o", n=1, category="widget")
+    assert any("category 'widget'" in w for w in s.warnings)
+    assert any("'purple_smudge'" in w and "stain" in w for w in s.warnings)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SynthError, match="cannot write to output folder"):
+        synthesize([grid], ["crack"], blocker / "sub", n=1)
+    with pytest.raises(SynthError, match="no input images"):
+        synthesize([tmp_path / "nothing-here"], ["crack"], tmp_path / "o2", n=1)

@@ -1,0 +1,134 @@
+"""Image measurements shared by the painter, the judge and the mask tool.
+
+Images are uint8 RGB arrays (H, W, 3). Everything here is plain OpenCV/NumPy and runs in milliseconds
+at 256x256, so the embedded tools stay fast enough for a closed loop on a CPU.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# MVTec AD and VisA texture categories: the whole image is "the object".
+TEXTURE_CATEGORIES = frozenset({"carpet", "grid", "leather", "tile", "wood", "fabric", "textile", "mesh"})
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def to_lab(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+
+
+def align_to(reference: np.ndarray, moving: np.ndarray, min_shift: float = 0.5) -> np.ndarray:
+    """Undo a global translation of ``moving`` against ``reference`` (diffusion editors can shift a pixel or two)."""
+    a = luminance(reference)
+    b = luminance(moving)
+    (dx, dy), response = cv2.phaseCorrelate(a, b)
+    if response < 0.2 or max(abs(dx), abs(dy)) < min_shift or max(abs(dx), abs(dy)) > 0.1 * min(a.shape):
+        return moving
+    m = np.float32([[1, 0, -dx], [0, 1, -dy]])
+    return cv2.warpAffine(moving, m, (a.shape[1], a.shape[0]), borderMode=cv2.BORDER_REFLECT)
+
+
+def difference_map(normal: np.ndarray, edited: np.ndarray) -> np.ndarray:
+    """Per-pixel colour difference in CIELAB (ΔE-like units), after alignment and a global colour offset.
+
+    The median offset is removed so that a global tint from a diffusion VAE is not read as a defect.
+    """
+    edited = align_to(normal, edited)
+    d = to_lab(edited) - to_lab(normal)
+    d -= np.median(d.reshape(-1, 3), axis=0)
+    return np.sqrt((d * d).sum(axis=2))
+
+
+def clean_mask(mask: np.ndarray, min_area: int = 12, close: int = 3) -> np.ndarray:
+    """Close small gaps, fill holes, drop specks: a mask a segmentation network can learn from."""
+    m = mask.astype(np.uint8)
+    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close, close)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
+    m = keep[labels].astype(np.uint8)
+    # Fill interior holes: flood the background from the border; what it cannot reach is a hole.
+    flood = np.pad(m, 1)
+    ff = flood.copy()
+    cv2.floodFill(ff, None, (0, 0), 1)
+    holes = (ff == 0)[1:-1, 1:-1]
+    return (m.astype(bool) | holes)
+
+
+def difference_mask(normal: np.ndarray, edited: np.ndarray, floor: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """Binary change mask and the difference map it came from.
+
+    A pixel is changed when its aligned CIELAB difference exceeds ``floor`` ΔE: above JPEG/VAE noise, below what a
+    person notices. (A relative, half-maximum threshold was measured too: it cuts thin defects on textured
+    surfaces in half, IoU 0.67 vs 0.94 against the painter's edit regions.) Cleaning closes gaps, fills holes
+    and drops specks under 12 px.
+    """
+    d = difference_map(normal, edited)
+    return clean_mask(d > floor), d
+
+
+_FG_CACHE: dict[tuple[int, str], np.ndarray] = {}
+
+
+def foreground_mask(image: np.ndarray, category: str = "") -> np.ndarray:
+    """Where the object is. Textures (MVTec/VisA texture categories) are all foreground.
+
+    Objects: GrabCut initialised with a rectangle inside a 10 % border, at 80 px for speed, largest component
+    kept. Falls back to the whole image when the result is implausible (under 3 % or over 92 % of the frame).
+    Cached per image, since the prompt writer, the painter and the judge all ask for the same image.
+    """
+    h, w = image.shape[:2]
+    if category.lower() in TEXTURE_CATEGORIES:
+        return np.ones((h, w), bool)
+    key = (hash(image.tobytes()), category.lower())
+    if key not in _FG_CACHE:
+        if len(_FG_CACHE) > 16:
+            _FG_CACHE.clear()
+        _FG_CACHE[key] = _grabcut_foreground(image)
+    return _FG_CACHE[key].copy()
+
+
+def _grabcut_foreground(image: np.ndarray, side: int = 80) -> np.ndarray:
+    h, w = image.shape[:2]
+    full = np.ones((h, w), bool)
+    sw, sh = max(16, round(w * side / max(h, w))), max(16, round(h * side / max(h, w)))
+    img = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+    gc = np.zeros((sh, sw), np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    mx, my = max(1, sw // 10), max(1, sh // 10)
+    try:
+        cv2.grabCut(img, gc, (mx, my, sw - 2 * mx, sh - 2 * my), bgd, fgd, 3, cv2.GC_INIT_WITH_RECT)
+    except cv2.error:
+        return full
+    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n <= 1:
+        return full
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    fg = (labels == largest).astype(np.uint8)
+    if not 0.03 <= fg.mean() <= 0.92:
+        return full
+    fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR)
+    return clean_mask(fg.astype(bool), min_area=1)
+
+
+def elongation(mask: np.ndarray) -> float:
+    """How line-like a region is: length over width, from the skeleton-free estimate area vs. extent.
+
+    Uses the second moments (ratio of principal axes) combined with a thinness term so that curved
+    threads still read as elongated.
+    """
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 3:
+        return 1.0
+    cov = np.cov(np.stack([xs, ys]).astype(np.float64))
+    ev = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    axis_ratio = float(np.sqrt(max(ev[0], 1e-6) / max(ev[1], 1e-6)))
+    # Thinness: area over (perimeter/2)^2 is ~ width/length for thin shapes.
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    perim = sum(cv2.arcLength(c, True) for c in contours)
+    thin = (perim / 2.0) ** 2 / max(len(xs), 1) if perim > 0 else 1.0
+    return max(axis_ratio, thin / 4.0)

@@ -1,0 +1,54 @@
+"""Where a defect goes: a point on the object that matches the prompt's location words."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def object_box(fg: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(fg)
+    if len(xs) == 0:
+        h, w = fg.shape
+        return 0, 0, w, h
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def choose_point(fg: np.ndarray, location: tuple[str, ...], rng: np.random.Generator,
+                 margin: float = 0.0) -> tuple[int, int]:
+    """A foreground pixel near the place the words name (``top``, ``left``, ``edge``, ``corner``, ``centre``…).
+
+    ``margin`` (pixels) keeps the point that far inside the object unless the words ask for the edge.
+    """
+    h, w = fg.shape
+    x0, y0, x1, y1 = object_box(fg)
+    bw, bh = x1 - x0, y1 - y0
+    fx, fy = 0.5, 0.5
+    if "left" in location:
+        fx = 0.2
+    if "right" in location:
+        fx = 0.8
+    if "top" in location:
+        fy = 0.2
+    if "bottom" in location:
+        fy = 0.8
+    if "corner" in location and fx == 0.5 and fy == 0.5:
+        fx, fy = rng.choice([0.12, 0.88]), rng.choice([0.12, 0.88])
+    elif "corner" in location:
+        fx, fy = (0.12 if fx < 0.5 else 0.88 if fx > 0.5 else fx), (0.12 if fy < 0.5 else 0.88 if fy > 0.5 else fy)
+    target = np.array([x0 + fx * bw, y0 + fy * bh])
+    # Candidate pixels: inside the object (and near its boundary if the words say edge/rim).
+    dist = cv2.distanceTransform(np.pad(fg.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    if "edge" in location and fg.mean() < 0.95:
+        cand = fg & (dist <= max(3.0, 0.04 * min(bw, bh)))
+    else:
+        cand = fg & (dist > margin) if (fg & (dist > margin)).any() else fg
+    ys, xs = np.nonzero(cand)
+    if len(xs) == 0:
+        return int(np.clip(target[0], 0, w - 1)), int(np.clip(target[1], 0, h - 1))
+    jitter = rng.normal(0, 0.08 * max(bw, bh), size=2)
+    aim = target + jitter
+    d2 = (xs - aim[0]) ** 2 + (ys - aim[1]) ** 2
+    # Among the 20 nearest candidates, take one at random: placement varies with the seed but obeys the words.
+    nearest = np.argsort(d2)[:20]
+    i = int(rng.choice(nearest))
+    return int(xs[i]), int(ys[i])

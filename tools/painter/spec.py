@@ -1,0 +1,160 @@
+"""From words to a defect: the vocabulary shared by the prompt writer, the painter and the judge.
+
+``parse_prompt`` reads an edit prompt and returns a :class:`DefectSpec` (kind, place, size, intensity,
+colour, count, orientation). Only the words decide: the same image and seed with other words gives
+another defect. ``kind_of`` maps a free-text anomaly type name (``bent_lead``, ``metal_contamination``,
+"shiny fracture") to one of the painter's kinds.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Kind -> word stems that name it. Matched as word prefixes; the earliest mention in the prompt wins.
+KIND_WORDS: dict[str, tuple[str, ...]] = {
+    "scratch": ("scratch", "scuff", "abrasion", "abraded", "score mark"),
+    "crack": ("crack", "fissure", "craze"),
+    "hole": ("hole", "poke", "puncture", "pinhole", "perforat", "pit", "dimple"),
+    "cut": ("cut", "gash", "slit", "incision", "nick", "sever", "clipped", "trimmed"),
+    "contamination": ("contamina", "foreign", "particle", "debris", "dirt", "dust", "speck", "residue", "fleck"),
+    "stain": ("stain", "liquid", "oil", "water", "smudge", "splash", "spill", "drip", "droplet", "wet", "grease"),
+    "color": ("colour", "color", "discolo", "tint", "hue", "faded", "pigment"),
+    "print": ("print", "imprint", "label", "logo", "marking", "lettering", "ink"),
+    "bent": ("bent", "bend", "deform", "dent", "warp", "squeez", "crush", "buckl", "twist", "distort"),
+    "missing": ("missing", "absent", "misplac", "removed", "lost"),
+    "fold": ("fold", "crease", "wrinkl", "pleat"),
+    "glue": ("glue", "adhesive", "resin", "sealant"),
+    "thread": ("thread", "fibre", "fiber", "hair", "strand", "filament", "lint"),
+    "rough": ("rough", "grain", "bump", "porous", "pitted surface", "uneven"),
+    "broken": ("broken", "fractur", "chip", "break", "shatter", "split", "damag", "flake"),
+}
+KINDS = tuple(KIND_WORDS)
+
+# Shape the judge expects: linear kinds are thin and elongated, blob kinds compact.
+LINEAR_KINDS = frozenset({"scratch", "crack", "thread", "cut", "fold"})
+BLOB_KINDS = frozenset({"hole", "contamination", "stain", "glue"})
+SOFT_KINDS = frozenset({"stain", "color", "glue", "rough", "bent"})
+
+# How the prompt writer describes each kind (contains the kind's own words, so the painter reads it back).
+KIND_PHRASES: dict[str, str] = {
+    "scratch": "a thin straight scratch",
+    "crack": "a thin jagged crack",
+    "hole": "a small round hole",
+    "cut": "a clean cut",
+    "contamination": "a foreign particle contamination",
+    "stain": "a liquid stain",
+    "color": "a colour change",
+    "print": "a faulty print smear",
+    "bent": "a bent deformation",
+    "missing": "a missing part",
+    "fold": "a fold crease",
+    "glue": "a glue residue drop",
+    "thread": "a loose thread fibre",
+    "rough": "a rough surface patch",
+    "broken": "a broken fracture",
+}
+
+SIZE_WORDS: tuple[tuple[str, float], ...] = (
+    ("very small", 0.06), ("tiny", 0.06), ("minute", 0.06), ("small", 0.10), ("little", 0.10),
+    ("very large", 0.40), ("huge", 0.40), ("large", 0.28), ("big", 0.28), ("wide", 0.26), ("long", 0.24),
+    ("medium", 0.17), ("moderate", 0.17), ("mid-sized", 0.17),
+)
+INTENSITY_WORDS: tuple[tuple[str, float], ...] = (
+    ("barely", 0.3), ("faint", 0.35), ("subtle", 0.4), ("slight", 0.4), ("light", 0.5), ("mild", 0.5),
+    ("more pronounced", 1.0), ("high-contrast", 1.0), ("high contrast", 1.0), ("pronounced", 0.95),
+    ("strong", 0.95), ("severe", 1.0), ("heavy", 0.95), ("deep", 0.95), ("obvious", 0.9), ("distinct", 0.85),
+    ("clearly visible", 0.85), ("noticeable", 0.75), ("visible", 0.75), ("clear", 0.8),
+)
+COLOUR_WORDS: dict[str, tuple[int, int, int]] = {
+    "black": (25, 25, 25), "white": (235, 235, 230), "grey": (128, 128, 128), "gray": (128, 128, 128),
+    "brown": (110, 70, 35), "rust": (150, 70, 30), "red": (180, 40, 35), "yellow": (210, 185, 60),
+    "amber": (200, 150, 60), "green": (60, 140, 60), "blue": (50, 80, 170), "orange": (220, 120, 40),
+    "copper": (184, 115, 51), "silver": (200, 200, 205), "metallic": (170, 170, 175), "purple": (120, 60, 140),
+    "pink": (220, 140, 160),
+}
+COUNT_WORDS = {"two": 2, "pair": 2, "three": 3, "several": 3, "multiple": 3, "few": 2, "many": 4}
+_LOCATION_STEMS = {
+    "top": ("top", "upper", "above"), "bottom": ("bottom", "lower", "below", "base"),
+    "left": ("left",), "right": ("right",), "centre": ("centre", "center", "middle", "central"),
+    "edge": ("edge", "border", "rim", "periphery", "outline", "boundary", "contour", "perimeter"),
+    "corner": ("corner",),
+}
+
+
+@dataclass
+class DefectSpec:
+    """A defect as words describe it. ``size`` is a fraction of the object's shorter side."""
+
+    kind: str = "contamination"
+    location: tuple[str, ...] = ()
+    size: float = 0.14
+    intensity: float = 0.7
+    colour: tuple[int, int, int] | None = None
+    colour_word: str | None = None
+    count: int = 1
+    orientation: str | None = None
+    metallic: bool = False
+    soft: bool = False          # "blend smoothly", "soft-edged", "gradual": a wider fade into the surroundings
+
+
+def _first_match(text: str, stems: tuple[str, ...]) -> int | None:
+    best = None
+    for stem in stems:
+        m = re.search(r"(?<![a-z])" + re.escape(stem), text)
+        if m and (best is None or m.start() < best):
+            best = m.start()
+    return best
+
+
+def kind_of(text: str, default: str | None = None) -> str | None:
+    """The kind named earliest in ``text`` (underscores read as spaces), or ``default``."""
+    text = text.lower().replace("_", " ").replace("-", " ")
+    hits = [(pos, kind) for kind, stems in KIND_WORDS.items() if (pos := _first_match(text, stems)) is not None]
+    return min(hits)[1] if hits else default
+
+
+def edit_clause(prompt: str) -> str:
+    """The part of a paper-style prompt that describes the change ("change only … ." up to "Keep the rest")."""
+    low = prompt.lower()
+    start = low.find("change only")
+    end = low.find("keep the rest")
+    if start >= 0:
+        return low[start:end if end > start else None]
+    return low[:end] if end > 0 else low
+
+
+def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpec:
+    clause = edit_clause(prompt)
+    spec = DefectSpec(kind=kind_of(clause) or kind_of(prompt) or fallback_kind)
+    # Later modifiers override earlier ones: a refined prompt appends "make it more pronounced" etc.
+    for words, attr in ((SIZE_WORDS, "size"), (INTENSITY_WORDS, "intensity")):
+        hits = []
+        for word, value in words:
+            for m in re.finditer(r"(?<![a-z-])" + re.escape(word) + r"(?![a-z])", clause):
+                hits.append((m.start(), m.end(), value))
+        # "more pronounced" is one phrase, not "more" + "pronounced": drop hits inside a longer one.
+        hits = [h for h in hits if not any(o[0] <= h[0] and h[1] <= o[1] and o != h for o in hits)]
+        if hits:
+            setattr(spec, attr, max(hits)[2])
+    pct = re.search(r"(\d+(?:\.\d+)?)\s*%", clause)
+    if pct:
+        spec.size = float(min(max(float(pct.group(1)) / 100.0, 0.02), 0.6)) ** 0.5
+    colour_hits = [(m.start(), w) for w in COLOUR_WORDS for m in re.finditer(r"(?<![a-z])" + w + r"(?![a-z])", clause)]
+    if colour_hits:
+        spec.colour_word = min(colour_hits)[1]
+        spec.colour = COLOUR_WORDS[spec.colour_word]
+    spec.metallic = bool(re.search(r"metal|silver|steel|chrome|shiny", clause))
+    spec.soft = bool(re.search(r"smooth|blend|soft|gradual|feather|diffuse", clause))
+    for word, n in COUNT_WORDS.items():
+        if re.search(r"(?<![a-z])" + word + r"(?![a-z])", clause):
+            spec.count = max(spec.count, n)
+    for orient in ("horizontal", "vertical", "diagonal"):
+        if orient in clause:
+            spec.orientation = orient
+    # Location: only words before the defect description's own "with/to show" tail matter most, but any counts.
+    loc = []
+    for place, stems in _LOCATION_STEMS.items():
+        if _first_match(clause, stems) is not None:
+            loc.append(place)
+    spec.location = tuple(loc)
+    return spec
