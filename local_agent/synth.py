@@ -25,6 +25,8 @@ import numpy as np
 
 from .catalog import KNOWN_TYPES
 from .images import (ImageRejected, IMAGE_SUFFIXES, list_images, load_image, save_mask_atomic, save_png_atomic)
+from .report import write_report
+from .sharding import SHARD_GLOB, bind_local_gpu, finish_shard, process_rank, shard, shard_path, start_shard
 
 
 class SynthError(RuntimeError):
@@ -205,6 +207,8 @@ def _init_worker(profile: dict[str, Any]) -> None:
     from .tools import build_tools
 
     cv2.setNumThreads(1)
+    if "LOCAL_RANK" in os.environ:
+        bind_local_gpu()  # `device: cuda` in a profile means this rank's own GPU
     _WORKER["tools"] = build_tools(profile["tools"])
     _WORKER["policy"] = build_policy(profile.get("policy", {"backend": "scripted"}))
 
@@ -314,19 +318,25 @@ def synthesize(inputs: list[Path], anomaly_types: list[str], out: Path, n: int =
         raise SynthError("give at least one anomaly type")
     profile = profile if profile is not None else load_profile()
     out = Path(out)
+    rank, world = process_rank()  # under `accelerate launch` / torchrun: one process per GPU, each its own share
     check_writable(out)
-    remove_stale_temp_files(out)
+    if world == 1:  # with several ranks another process's in-flight temp file must not be removed
+        remove_stale_temp_files(out)
     sources, warnings = discover_sources(inputs, category)
     if not sources:
         raise SynthError("no input images found" + (f": {'; '.join(warnings)}" if warnings else ""))
     warnings += name_warnings(sources, anomaly_types)
     summary = SynthSummary(warnings=warnings)
-    jobs = plan_jobs(sources, anomaly_types, n, seed)
-    manifest = out / "manifest.jsonl"
+    jobs = shard(plan_jobs(sources, anomaly_types, n, seed), rank, world)  # shard the plan: stable across reruns
+    manifest = shard_path(out, rank, world)
     _end_torn_line(manifest)
-    done = read_manifest(manifest)
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for path in [out / "manifest.jsonl", *sorted(out.glob(SHARD_GLOB))]:
+        done.update(read_manifest(path))
     todo = [j for j in jobs if not is_finished(done.get(j.key), out)]
     summary.planned, summary.skipped = len(jobs), len(jobs) - len(todo)
+    if world > 1:
+        start_shard(out, rank)
     if on_start:
         on_start(len(jobs), summary.skipped)
     t0 = time.perf_counter()
@@ -342,10 +352,10 @@ def synthesize(inputs: list[Path], anomaly_types: list[str], out: Path, n: int =
                 _consume(pool.imap_unordered(_run_job_in_worker, args), manifest, summary, on_record)
     finally:
         summary.seconds = time.perf_counter() - t0
-        from .report import write_report
-
-        if manifest.exists():
+        if world == 1 and manifest.exists():  # also after Ctrl-C: the report shows what is finished
             write_report(out)
+    if world > 1 and finish_shard(out, rank, world):  # the last rank to finish merges the shards
+        write_report(out)
     return summary
 
 

@@ -116,3 +116,20 @@ def test_unknown_names_warn_and_unwritable_output_fails_cleanly(shared_data, tmp
         synthesize([grid], ["crack"], blocker / "sub", n=1)
     with pytest.raises(SynthError, match="no input images"):
         synthesize([tmp_path / "nothing-here"], ["crack"], tmp_path / "o2", n=1)
+
+
+def test_ranks_share_the_plan_and_merge(shared_data, tmp_path, monkeypatch):
+    """Under `accelerate launch` each rank takes its share; the last to finish merges one manifest."""
+    grid = small_category(shared_data, tmp_path, "grid", 2)
+    out = tmp_path / "out"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        s = synthesize([grid], ["crack"], out, n=3, seed=0, save_trajectories=False)
+        assert s.planned == (2 if rank == 0 else 1)
+    assert (out / "manifest.rank0.jsonl").is_file() and (out / "manifest.rank1.jsonl").is_file()
+    assert sorted(k[2] for k in read_manifest(out / "manifest.jsonl")) == [0, 1, 2]
+    assert (out / "report.html").is_file()
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("RANK")
+    assert synthesize([grid], ["crack"], out, n=3, seed=0).skipped == 3, "a plain rerun resumes from the shards"

@@ -9,7 +9,7 @@ from typing import Any
 
 from .base import Tool, ToolError, Workspace, build_backend, string_arg
 
-BACKENDS: dict[str, type] = {}
+BACKENDS: dict[str, type | str] = {"faiss": "local_agent.knowledge.retriever:FaissKnowledge"}
 
 
 class KnowledgeRetrieval(Tool):

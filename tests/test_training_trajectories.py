@@ -1,0 +1,133 @@
+"""Reverse-synthesis trajectories (Algorithm 2) from the real MVTec anomalies in ../shared/data."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from local_agent.cli import main
+from local_agent.images import load_image
+from local_agent.profile import load_profile
+from local_agent.protocol import TOOL_NAMES, ToolSpec, parse_agent_message, parse_tool_response
+from local_agent.tools import build_tools
+from local_agent.training.rewards import is_legal, read_episode
+from local_agent.training.trajectories import (FAILURE_MODES, TrajectoryError, build_trajectories, find_real_samples,
+                                               load_mask, make_failure, parse_proportions, read_existing,
+                                               reconstruct_normal)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, shared_data):
+    """Single, Dual and Triple trajectories from the first real samples of grid (texture) and transistor (object)."""
+    out = tmp_path_factory.mktemp("traj") / "train.jsonl"
+    tools = load_profile("default")["tools"]
+    sums = [build_trajectories(shared_data / "mvtec" / cat, out, tools, {1: 0.2, 2: 0.4, 3: 0.4}, seed=1, limit=lim)
+            for cat, lim in (("grid", 14), ("transistor", 30))]
+    return out, sums
+
+
+def test_trajectories_are_parseable_legal_and_end_on_the_real_image(built, shared_data):
+    out, sums = built
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == sum(s.written for s in sums) >= 8
+    assert {r["meta"]["category"] for r in records} == {"grid", "transistor"}
+    assert {r["meta"]["n_attempts"] for r in records} >= {1, 2}
+    specs = {name: ToolSpec(name, tool.parameters) for name, tool in build_tools(load_profile("default")["tools"]).items()}
+    for r in records:
+        msgs = r["messages"]
+        assert [m["role"] for m in msgs[:2]] == ["system", "user"]
+        assert all(set(m) == {"role", "content"} and isinstance(m["content"], str) for m in msgs)
+        for m in msgs[2:]:
+            if m["role"] == "assistant":
+                parsed = parse_agent_message(m["content"], specs)
+                assert parsed.error is None, parsed.error
+            else:
+                assert m["role"] == "tool"
+                assert parse_tool_response(m["content"])[0] in TOOL_NAMES
+        view = read_episode(msgs)
+        assert view.format_ok and view.actions[-1] == "answer" and view.actions[-2] == "mask_gen"
+        assert all(is_legal(a, b) for a, b in zip(["start", *view.actions], view.actions))
+        assert view.actions.count("image_gen") == r["meta"]["n_attempts"]
+        # every earlier attempt fails the judge, the last (the real anomaly) passes and is the answer
+        assert [s["passed"] for s in r["meta"]["scores"]] == [False] * (r["meta"]["n_attempts"] - 1) + [True]
+        last = r["meta"]["n_attempts"] + 1
+        assert view.answer["final_image_index"] == last and view.answer["status"] == "success"
+        real = load_image(r["meta"]["source"]).rgb
+        saved = load_image(out.parent / r["meta"]["images"][str(last)]).rgb
+        assert np.array_equal(real, saved)
+
+
+def test_failed_attempts_use_the_judges_fault_kinds(built):
+    out, _ = built
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    modes = {m for r in records for m in r["meta"]["failure_modes"]}
+    assert modes <= set(FAILURE_MODES) and len(modes) >= 2
+    # the refinement after a failed attempt names the judge's faults in the next prompt
+    dual = next(r for r in records if r["meta"]["n_attempts"] >= 2)
+    prompts = [json.loads(m["content"].split("<tool_call>")[1].split("</tool_call>")[0])["arguments"]["prompt"]
+               for m in dual["messages"] if m["role"] == "assistant" and '"image_gen"' in m["content"]]
+    assert prompts[0] != prompts[1] and "Refinement:" in prompts[1]
+    assert prompts[1].startswith("Using the provided image, change only")
+
+
+def test_resume_skips_done_samples_and_drops_a_torn_line(built, tmp_path, shared_data):
+    out, _ = built
+    copy = tmp_path / "t.jsonl"
+    lines = out.read_text().splitlines()
+    copy.write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])  # a torn last line, as after kill -9
+    (tmp_path / "t_images").symlink_to(out.parent / "train_images")
+    assert len(read_existing(copy)) == 3
+    summary = build_trajectories(shared_data / "mvtec" / "grid", copy, load_profile("default")["tools"],
+                                 {1: 0.2, 2: 0.4, 3: 0.4}, seed=1, limit=14)
+    grid_lines = [line for line in lines if '"category": "grid"' in line]
+    assert summary.skipped_existing == 3
+    assert [json.loads(line)["meta"]["key"] for line in copy.read_text().splitlines()] == \
+        [json.loads(line)["meta"]["key"] for line in grid_lines]
+
+
+def test_each_failure_mode_fails_the_real_judge(shared_data):
+    sample = next(s for s in find_real_samples(shared_data / "mvtec" / "transistor") if s.anomaly_type == "damaged_case")
+    anomaly = load_image(sample.image).rgb
+    mask = load_mask(sample.mask, anomaly.shape[:2])
+    normal = reconstruct_normal(anomaly, mask)
+    judge = build_tools(load_profile("default")["tools"])["quality_eval"].backend
+    from local_agent.tools.imaging import foreground_mask
+
+    fg = foreground_mask(normal, "transistor")
+    rng = np.random.default_rng(0)
+    verdicts = {}
+    for mode in ("faint", "misplaced", "too_large"):
+        image = make_failure(mode, normal, anomaly, mask, fg, "broken", rng)
+        assert image.shape == anomaly.shape and image.dtype == np.uint8 and not np.array_equal(image, anomaly)
+        verdicts[mode] = judge.evaluate(normal, image, "transistor", "damaged_case", foreground=fg)
+    assert not any(v["passed"] for v in verdicts.values())
+    assert {"too faint", "missing"} & set(verdicts["faint"]["faults"])
+    assert "off the object" in verdicts["misplaced"]["faults"]
+    # textures have no "off the object": misplacing does not apply there
+    assert make_failure("misplaced", normal, anomaly, mask, np.ones_like(mask), "broken", rng) is None
+
+
+def test_reconstruction_removes_the_defect(shared_data):
+    from local_agent.tools.imaging import difference_map
+
+    sample = find_real_samples(shared_data / "mvtec" / "grid")[0]
+    anomaly = load_image(sample.image).rgb
+    mask = load_mask(sample.mask, anomaly.shape[:2])
+    normal = reconstruct_normal(anomaly, mask)
+    d = difference_map(normal, anomaly)
+    assert d[mask].mean() > 4 * d[~mask].mean()
+
+
+def test_cli_build_and_bad_input(tmp_path, shared_data):
+    out = tmp_path / "cli.jsonl"
+    r = CliRunner().invoke(main, ["trajectories", "build", "--data", str(shared_data / "mvtec" / "grid"),
+                                  "--out", str(out), "--limit", "3", "--proportions", "1:1"])
+    assert r.exit_code == 0, r.output
+    assert "trajectories written" in r.output and out.exists()
+    bad = CliRunner().invoke(main, ["trajectories", "build", "--data", str(tmp_path / "nope"), "--out", str(out)])
+    assert bad.exit_code != 0 and "no such folder" in bad.output
+    with pytest.raises(TrajectoryError):
+        parse_proportions("4:1")
+    assert parse_proportions("1:1,2:1,3:2") == {1: 0.25, 2: 0.25, 3: 0.5}
