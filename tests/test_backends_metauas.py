@@ -51,7 +51,9 @@ def test_full_size_model_has_the_official_key_layout():
     for key, shape in OFFICIAL_SHAPES.items():
         assert tuple(state[key].shape) == shape, key
     assert sum(1 for k in state if k.startswith("encoder._blocks.") and k.endswith("_depthwise_conv.weight")) == 32
-    assert not any("attention" in k for k in state if k.startswith("decoder.blocks.4."))  # no skip, no scSE
+    # the last block has no skip, yet both of its scSE modules exist (attention2 is applied there)
+    assert tuple(state["decoder.blocks.4.attention1.attention.cSE.1.weight"].shape) == (4, 64, 1, 1)
+    assert tuple(state["decoder.blocks.4.attention2.attention.cSE.1.weight"].shape) == (3, 48, 1, 1)
     assert not any(k.startswith(("encoder._fc", "segmentation_head", "preprocess")) for k in state)
     params = sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "tracked")))
     assert 21e6 < params < 23e6  # the paper's ~22M

@@ -185,9 +185,9 @@ def build_model(config: MetaUASConfig | None = None):
             return x * self.cSE(x) + x * self.sSE(x)
 
     class Attention(nn.Module):
-        def __init__(self, channels: int | None):
+        def __init__(self, channels: int):
             super().__init__()
-            self.attention = SCSE(channels) if channels else nn.Identity()
+            self.attention = SCSE(channels)
 
         def forward(self, x: "torch.Tensor") -> "torch.Tensor":
             return self.attention(x)
@@ -200,9 +200,11 @@ def build_model(config: MetaUASConfig | None = None):
         def __init__(self, cin: int, skip: int, cout: int):
             super().__init__()
             self.conv1 = conv_bn_relu(cin + skip, cout)
-            self.attention1 = Attention(cin + skip if skip else None)
+            # Both attentions exist in every block (so the checkpoint has their weights), even the last one,
+            # which has no skip: there attention1 is never applied but attention2 is.
+            self.attention1 = Attention(cin + skip)
             self.conv2 = conv_bn_relu(cout, cout)
-            self.attention2 = Attention(cout if skip else None)
+            self.attention2 = Attention(cout)
 
         def forward(self, x: "torch.Tensor", skip: "torch.Tensor | None") -> "torch.Tensor":
             x = F.interpolate(x, scale_factor=2, mode="nearest")
