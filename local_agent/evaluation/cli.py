@@ -19,9 +19,9 @@ DEFAULT_METHODS = "agent"
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--profile", "-p", default="default", show_default=True,
               help="Profile for agent / open-loop (packaged name or YAML path).")
-@click.option("--steps", default=200, show_default=True, type=int, help="UNet training steps.")
-@click.option("--side", default=128, show_default=True, type=int, help="UNet input side in pixels.")
-@click.option("--width", default=8, show_default=True, type=int, help="UNet channels at the first level.")
+@click.option("--steps", default=300, show_default=True, type=int, help="Detector (decoder) training steps.")
+@click.option("--side", default=256, show_default=True, type=int, help="Detector input side in pixels.")
+@click.option("--width", default=32, show_default=True, type=int, help="Detector decoder channels (at stride 8).")
 @click.option("--cls-steps", default=200, show_default=True, type=int, help="Classifier fine-tuning steps.")
 @click.option("--textures", default=None, type=click.Path(path_type=Path),
               help="Texture folder for draem (e.g. DTD); default: procedural textures.")
@@ -34,8 +34,9 @@ DEFAULT_METHODS = "agent"
 def evaluate(data: Path, methods: str, out: Path, n: int, seed: int, profile: str, steps: int, side: int, width: int,
              cls_steps: int, textures: Path | None, weights: Path, max_turns: int, threads: int, no_classifier: bool,
              no_generative: bool) -> None:
-    """Benchmark synthesis methods on real defects (BENCHMARK.md): synthesize, train a UNet and a classifier,
-    test on every real test image; writes results.json, results.md and a contact sheet per method."""
+    """Benchmark synthesis methods on real defects (BENCHMARK.md): synthesize, train a detector (frozen
+    EfficientNet-Lite0 encoder + small decoder) and a classifier, test on every real test image; writes
+    results.json, results.md and a contact sheet per method."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -11,7 +11,10 @@ import click
 @click.option("--index", "index_path", type=click.Path(path_type=Path, dir_okay=True, file_okay=False),
               default=None, help="Index folder (default: $LOCAL_AGENT_HOME/knowledge-index/<folder>-<hash>).")
 @click.option("--max-mb", default=20.0, show_default=True, type=float, help="Skip documents larger than this.")
-def index_knowledge(directory: Path, index_path: Path | None, max_mb: float) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for embedding (default: the cores that other work leaves free, by the 1-minute load "
+                   "average; at least 1).")
+def index_knowledge(directory: Path, index_path: Path | None, max_mb: float, threads: int | None) -> None:
     """Index the md, txt, pdf, html and json documents under DIRECTORY for knowledge retrieval.
 
     Only new or changed files are embedded; the new index replaces the old one atomically. Use the index with the
@@ -39,7 +42,7 @@ def index_knowledge(directory: Path, index_path: Path | None, max_mb: float) -> 
     try:
         with bar:
             summary = build_index(directory, index_path, max_bytes=int(max_mb * 1024 * 1024), progress=progress,
-                                  seed=directory / SEED)
+                                  seed=directory / SEED, threads=threads)
     except (BackendUnavailable, NotADirectoryError, OSError) as e:
         raise click.ClickException(str(e))
     for rel, reason in summary.skipped:

@@ -34,6 +34,7 @@ class GRPOSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    gradient_checkpointing: bool = False  # TRL's default is on; on a CPU it only costs time (GPU config: on)
     reward_terms: tuple[str, ...] = ("task", "reflection", "behaviour")
     reward: RewardConfig = field(default_factory=RewardConfig)
 
@@ -106,7 +107,8 @@ def build_grpo_trainer(settings: GRPOSettings, model: Any = None, tokenizer: Any
                         max_completion_length=settings.max_turns * (settings.max_new_tokens + 320),
                         temperature=settings.temperature, logging_steps=1, save_strategy="no", report_to=[],
                         seed=settings.seed, use_cpu=not torch.cuda.is_available(), bf16=False,
-                        remove_unused_columns=False, disable_tqdm=False)
+                        remove_unused_columns=False, disable_tqdm=False,
+                        gradient_checkpointing=settings.gradient_checkpointing)
     trainer = GRPOTrainer(model=model, reward_funcs=[*make_reward_funcs(settings.reward, settings.reward_terms),
                                                       *(extra_reward_funcs or [])],
                           args=config, train_dataset=build_dataset(tasks, [t.spec() for t in tools.values()]),

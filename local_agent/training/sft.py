@@ -30,6 +30,9 @@ class SFTSettings:
     lora_alpha: int = 32
     seed: int = 0
     logging_steps: int = 1
+    # TRL turns it on by default; on a CPU a 135M model's activations fit easily, and recomputing them costs
+    # about a third more time per step
+    gradient_checkpointing: bool = False
 
 
 def load_trajectories(path: Path) -> Any:
@@ -69,7 +72,8 @@ def build_sft_trainer(settings: SFTSettings, model: Any = None, tokenizer: Any =
                        gradient_accumulation_steps=settings.grad_accum, max_length=settings.max_length,
                        assistant_only_loss=True, logging_steps=settings.logging_steps, save_strategy="no",
                        report_to=[], seed=settings.seed, use_cpu=not _has_cuda(), bf16=False,
-                       dataloader_num_workers=0, disable_tqdm=False)
+                       dataloader_num_workers=0, disable_tqdm=False,
+                       gradient_checkpointing=settings.gradient_checkpointing)
     return SFTTrainer(model=model, args=config, train_dataset=load_trajectories(settings.data),
                       processing_class=tokenizer, peft_config=peft_config)
 
