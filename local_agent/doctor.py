@@ -16,8 +16,9 @@ import click
 from .profile import ProfileError, available_profiles, load_profile
 
 # Preference when several profiles are ready: the most capable first; the embedded one always runs.
-PREFERENCE = ("gpu-qwen-image-edit", "gpu-sdxl-qwen3vl", "gpu-sd2-qwen2.5vl", "default", "cpu")
-PACKAGES = {"diffusers": "diffusers", "vlm": "transformers", "smollm2": "transformers", "metauas": "torch"}
+PREFERENCE = ("gpu-qwen-image-edit", "gpu-sdxl-qwen3vl", "gpu-sd2-qwen2.5vl", "cpu-kr", "default", "cpu")
+PACKAGES = {"diffusers": "diffusers", "vlm": "transformers", "smollm2": "transformers", "metauas": "torch",
+            "faiss": "faiss"}
 
 
 @dataclass
@@ -91,6 +92,12 @@ def _check_files(tool: str, config: dict[str, Any]) -> tuple[bool, str]:
 
             path = Path(config.get("checkpoint", "weights/metauas/metauas-256.ckpt"))
             return (True, str(path)) if path.is_file() else (False, f"missing {path} (official MetaUAS checkpoint)")
+        if backend == "faiss":
+            from .knowledge.embedder import model_dir
+
+            if importlib.util.find_spec("sentence_transformers") is None:
+                return False, "package sentence-transformers is not installed (pip install 'local-agent[knowledge]')"
+            return True, f"all-MiniLM-L6-v2 from {model_dir()}"
     except BackendUnavailable as e:
         return False, str(e).split(": ", 1)[-1].split("; ")[0]
     return True, "embedded (no weights)"

@@ -27,8 +27,12 @@ def models(tmp_path_factory):
 
 
 def test_profiles_exist_and_cpu_equals_default():
-    assert {"cpu", "default", *GPU_PROFILES} <= set(available_profiles())
+    assert {"cpu", "cpu-kr", "default", *GPU_PROFILES} <= set(available_profiles())
     assert load_profile("cpu") == load_profile("default")
+    with_kr, default = load_profile("cpu-kr"), load_profile("default")
+    assert with_kr["tools"].pop("knowledge_retrieval")["backend"] == "faiss"
+    default["tools"].pop("knowledge_retrieval")
+    assert with_kr == default   # the same loop, plus retrieval
 
 
 def test_manifest_covers_every_folder_the_profiles_use():
@@ -70,8 +74,9 @@ def test_doctor_reports_ready_and_missing(models, tmp_path):
     path.write_text(yaml.safe_dump(ready))
     result = diagnose([str(path)])
     assert result.profiles[str(path)] == "ready" and result.profiles["cpu"] == "ready"
+    assert result.profiles["cpu-kr"] == "ready"   # the test install has the knowledge extra
     assert result.profiles["gpu-sd2-qwen2.5vl"] != "ready"
-    assert result.best in ("default", "cpu", str(path))
+    assert result.best in ("cpu-kr", str(path))
 
 
 def test_doctor_cli_lists_backends_and_the_profile_that_runs(models, tmp_path):
@@ -82,7 +87,7 @@ def test_doctor_cli_lists_backends_and_the_profile_that_runs(models, tmp_path):
     result = CliRunner().invoke(main, ["doctor", "--profile", str(path)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "ready" in result.output and "missing" in result.output and "model_index.json" in result.output
-    assert "most capable ready profile here: default" in result.output
+    assert "most capable ready profile here: cpu-kr" in result.output
 
 
 def test_cli_help_stays_light():

@@ -264,3 +264,36 @@ def test_paper_networks_load_from_weights_folder(tmp_path):
     # one centre (3 // 3): all four fakes in one cluster; IC = mean pairwise mean-absolute difference in [-1, 1] units
     pairs = [np.abs(fakes[i].astype(float) - fakes[j]).mean() / 127.5 for i in range(4) for j in range(i + 1, 4)]
     assert out["IC-LPIPS"] == pytest.approx(np.mean(pairs), rel=1e-5)
+
+
+def test_resnet34_classifier_loads_torchvision_layout_from_weights_folder(tmp_path):
+    """The paper's ResNet34 row: a state dict with torchvision's names (a tiny random one, width 8, stands in for
+    resnet34-b627a593.pth) loads strictly and is fine-tuned; no file or a wrong file gives one-line reasons."""
+    import torch
+
+    from local_agent.evaluation.classifier import ClsConfig, type_accuracy
+    from local_agent.evaluation.resnet import RESNET34_FILE, ResNet34, load_resnet34
+    from local_agent.tools.base import BackendUnavailable
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    labels, config = np.array([0, 1, 0, 1, 0, 1]), ClsConfig(side=64, steps=2, batch=4)
+    skipped = type_accuracy(images, labels, images, labels, ["a", "b"], config, seed=0, weights_dir=tmp_path)
+    assert skipped["resnet34"].startswith("skipped: missing") and "\n" not in skipped["resnet34"]
+
+    torch.manual_seed(0)
+    state = ResNet34(width=8).state_dict()
+    assert {"conv1.weight", "layer4.0.downsample.1.running_var", "layer3.5.conv2.weight", "fc.bias"} <= set(state)
+    (tmp_path / RESNET34_FILE).parent.mkdir(parents=True)
+    torch.save(state, tmp_path / RESNET34_FILE)
+    loaded = load_resnet34(tmp_path)
+    assert torch.equal(loaded.state_dict()["layer2.1.conv1.weight"], state["layer2.1.conv1.weight"])
+    result = type_accuracy(images, labels, images, labels, ["a", "b"], config, seed=0, weights_dir=tmp_path)
+    assert result["resnet34"]["classifier"].startswith("resnet34") and 0 <= result["resnet34"]["accuracy"] <= 1
+    assert np.sum(result["resnet34"]["confusion"]) == len(labels)
+
+    del state["layer4.2.bn2.weight"]
+    torch.save(state, tmp_path / RESNET34_FILE)
+    with pytest.raises(BackendUnavailable, match="not a torchvision resnet34 state dict") as error:
+        load_resnet34(tmp_path)
+    assert "\n" not in str(error.value)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from local_agent.knowledge import index as index_module
-from local_agent.knowledge.documents import Skipped, load_document
+from local_agent.knowledge.documents import load_document
 from local_agent.knowledge.index import build_index, load_index
 from local_agent.tools.base import BackendUnavailable, ToolError, Workspace
 
@@ -131,7 +131,7 @@ def test_shipped_index_matches_the_documents(curated):
 
 def test_incremental_reindex_embeds_only_changed_files(tmp_path, embedder):
     src, idx = tmp_path / "docs", tmp_path / "index"
-    a = write_doc(src / "a.md", "bottle", "chip", "A small chip on the rim.")
+    write_doc(src / "a.md", "bottle", "chip", "A small chip on the rim.")
     b = write_doc(src / "sub" / "b.md", "tile", "oil", "A dark glossy oil stain.")
     c = write_doc(src / "c.md", "wood", "hole", "A small round dark hole.")
     counting = CountingEmbedder(embedder)

@@ -1,7 +1,6 @@
 """The loop end to end with the scripted policy (Algorithm 1), and recovery from a model's mistakes."""
 import json
 
-import numpy as np
 import pytest
 
 from local_agent.loop import run_episode

@@ -1,7 +1,6 @@
-import json
+import socket
 
 import pytest
-import socket
 
 from local_agent.protocol import (ToolSpec, format_answer, format_tool_call, format_tool_response,
                                   parse_agent_message, parse_tool_response)

@@ -134,6 +134,29 @@ def test_grpo_two_steps_with_the_papers_rewards(tiny_dir, shared_data, tmp_path)
     assert changed(before, trainer.model)
 
 
+def test_score_cli_reports_mean_reward_per_episode(tiny_dir, shared_data, tmp_path):
+    """``local-agent train score``: one line per held-in prompt, the mean R and its terms, episodes saved as JSON."""
+    from click.testing import CliRunner
+
+    from local_agent.cli import main
+
+    config = tmp_path / "score.yaml"
+    config.write_text(yaml.safe_dump({"grpo": {"n_prompts": 2, "max_new_tokens": 8, "max_turns": 2,
+                                               "max_attempts": 1}}))
+    out = tmp_path / "score.json"
+    r = CliRunner().invoke(main, ["train", "score", "--config", str(config), "--model", str(tiny_dir),
+                                  "--data", str(shared_data / "mvtec"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "mean R" in r.output and r.output.count(": R=") == 2
+    saved = json.loads(out.read_text())
+    assert len(saved["episodes"]) == 2
+    for e in saved["episodes"]:
+        assert {"category", "anomaly_type", "source"} <= set(e["prompt"]) and isinstance(e["task"], float)
+        assert e["generated_tokens"] > 0 and e["seconds"] > 0
+    mean = sum(e["total"] for e in saved["episodes"]) / 2
+    assert saved["mean"]["total"] == pytest.approx(mean)
+
+
 def test_configs_load(tmp_path):
     from local_agent.training.grpo import CONFIG_DIR, GRPOSettings
 
@@ -170,11 +193,14 @@ def test_smollm_policy_runs_the_loop_and_missing_package_is_one_line(tiny_dir, g
     assert "\n" not in str(e.value)
 
 
-def test_smollm2_conversion_is_cached_atomically_and_keyed_by_the_file(tmp_path, monkeypatch, isolated_home):
+def test_smollm2_conversion_is_cached_atomically_and_keyed_by_the_file(tmp_path, monkeypatch):
     """The slow GGUF de-quantisation runs once per file version; a failed one leaves nothing a later load would use."""
     import os
 
     from local_agent import smollm
+
+    isolated_home = tmp_path / "home"  # its own: other tests leave the real model's conversion in the shared one
+    monkeypatch.setenv("LOCAL_AGENT_HOME", str(isolated_home))
 
     gguf = tmp_path / "pkg" / "Model.Q4_1.gguf"
     gguf.parent.mkdir()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -131,3 +132,33 @@ def test_cli_build_and_bad_input(tmp_path, shared_data):
     with pytest.raises(TrajectoryError):
         parse_proportions("4:1")
     assert parse_proportions("1:1,2:1,3:2") == {1: 0.25, 2: 0.25, 3: 0.5}
+
+
+def test_diffusers_inpainter_rebuilds_the_normal_image(tmp_path, shared_data):
+    """``--inpainter``: a diffusers inpainting folder (a tiny random one, built and saved here, loaded back through
+    the same code a real SD-2 folder goes through) repaints only the dilated defect region; an instruction-edit
+    folder is refused in one line."""
+    from tiny_backends import build_instruct_pix2pix, build_sd_inpaint
+
+    folder = build_sd_inpaint(tmp_path / "sd-inpaint")
+    out = tmp_path / "diffusion.jsonl"
+    r = CliRunner().invoke(main, ["trajectories", "build", "--data", str(shared_data / "mvtec" / "grid"),
+                                  "--out", str(out), "--limit", "2", "--proportions", "1:1", "--keep-unpassed",
+                                  "--inpainter", str(folder), "--device", "cpu",
+                                  "--inpaint-steps", "2", "--inpaint-resolution", "64"])
+    assert r.exit_code == 0, r.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records and all(rec["meta"]["reconstruction"] == str(folder) for rec in records)
+    rec = records[0]
+    anomaly = load_image(rec["meta"]["source"]).rgb
+    mask = load_mask(rec["meta"]["mask"], anomaly.shape[:2])
+    normal = load_image(out.parent / rec["meta"]["images"]["1"]).rgb
+    changed = np.any(normal != anomaly, axis=2)
+    assert changed[mask].mean() > 0.9                       # the defect is repainted ...
+    far = ~cv2.dilate(mask.astype(np.uint8), np.ones((41, 41), np.uint8)).astype(bool)
+    assert not changed[far].any()                            # ... and nothing far from it changes
+
+    refused = CliRunner().invoke(main, ["trajectories", "build", "--data", str(shared_data / "mvtec" / "grid"),
+                                        "--out", str(tmp_path / "x.jsonl"), "--limit", "1",
+                                        "--inpainter", str(build_instruct_pix2pix(tmp_path / "ip2p"))])
+    assert refused.exit_code != 0 and "inpainting" in refused.output and "Traceback" not in refused.output

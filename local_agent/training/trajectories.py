@@ -91,10 +91,19 @@ def load_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def reconstruct_normal(image: np.ndarray, mask: np.ndarray, dilate: int = 7, radius: int = 5) -> np.ndarray:
-    """Inpaint the defect away (Telea). Dilating first removes the defect's halo, which the mask often misses."""
+def reconstruct_normal(image: np.ndarray, mask: np.ndarray, dilate: int = 7, radius: int = 5,
+                       inpainter: Any = None, category: str = "", seed: int = 0) -> np.ndarray:
+    """Inpaint the defect away: OpenCV Telea, or ``inpainter`` (a diffusers inpainting
+    :class:`~local_agent.tools.diffusion.DiffusersEditor`) when one is given. Dilating first removes the defect's
+    halo, which the mask often misses; the diffusion region is feathered so its edge does not show."""
     region = cv2.dilate(mask.astype(np.uint8) * 255, np.ones((dilate, dilate), np.uint8))
-    return cv2.inpaint(image, region, radius, cv2.INPAINT_TELEA)
+    if inpainter is None:
+        return cv2.inpaint(image, region, radius, cv2.INPAINT_TELEA)
+    soft = cv2.GaussianBlur(cv2.dilate(region, np.ones((dilate, dilate), np.uint8)).astype(np.float32) / 255,
+                            (0, 0), dilate / 2)
+    soft[region > 0] = 1.0
+    name = category.replace("_", " ") or "the object"
+    return inpainter.inpaint(image, soft, f"a flawless {name}, clean intact surface, no defect", seed)
 
 
 # ------------------------------------------------------------------------------------------ failed attempts
@@ -281,7 +290,7 @@ def sample_seed(seed: int, key: str) -> int:
 
 
 def build_trajectory(sample: RealSample, base_tools: dict[str, Any], n_attempts: int, seed: int,
-                     require_pass: bool = True, kr_threshold: float = 3.0) -> Trajectory | str:
+                     require_pass: bool = True, kr_threshold: float = 3.0, inpainter: Any = None) -> Trajectory | str:
     """One reverse-synthesis trajectory, or a one-line reason why this sample gives none."""
     from ..images import load_image
     from ..loop import run_episode
@@ -295,7 +304,7 @@ def build_trajectory(sample: RealSample, base_tools: dict[str, Any], n_attempts:
     mask = load_mask(sample.mask, anomaly.shape[:2])
     if not mask.any():
         return "empty mask"
-    normal = reconstruct_normal(anomaly, mask)
+    normal = reconstruct_normal(anomaly, mask, inpainter=inpainter, category=sample.category, seed=seed)
     tools = dict(base_tools)  # the real QE, KR and MG; prompt_gen and image_gen are replaced below
     judge = tools["quality_eval"].backend
     foreground = foreground_mask(normal, sample.category)
@@ -321,6 +330,7 @@ def build_trajectory(sample: RealSample, base_tools: dict[str, Any], n_attempts:
     meta = {"key": sample.key, "category": sample.category, "anomaly_type": sample.anomaly_type,
             "source": str(sample.image), "mask": str(sample.mask), "n_attempts": len(failures) + 1,
             "failure_modes": modes, "used_knowledge": "knowledge_retrieval" in view.actions,
+            "reconstruction": getattr(inpainter, "model", None) or "opencv-telea",
             "scores": episode.scores(), "final_image_index": episode.final_index, "passed": episode.passed,
             "seed": seed}
     return Trajectory(messages, meta, list(episode.workspace.images))
@@ -364,8 +374,10 @@ def images_dir(out: Path) -> Path:
 def build_trajectories(data: Path, out: Path, tools_config: dict[str, Any], proportions: dict[int, float],
                        seed: int = 0, limit: int | None = None, require_pass: bool = True,
                        kr_threshold: float = 3.0,
-                       on_progress: Callable[[int, int, str], None] | None = None) -> BuildSummary:
-    """Build (or resume) ``out``. Images are written before their line, and each line is appended with fsync."""
+                       on_progress: Callable[[int, int, str], None] | None = None,
+                       inpainter: Any = None) -> BuildSummary:
+    """Build (or resume) ``out``. Images are written before their line, and each line is appended with fsync.
+    ``inpainter``: a diffusers inpainting editor for the normal-image reconstruction (default: OpenCV Telea)."""
     from ..images import atomic_write_bytes, encode_png
     from ..tools import build_tools
 
@@ -388,7 +400,7 @@ def build_trajectories(data: Path, out: Path, tools_config: dict[str, Any], prop
                 continue
             s = sample_seed(seed, sample.key)
             n = int(np.random.default_rng(s).choice(ns, p=shares))
-            result = build_trajectory(sample, tools, n, s, require_pass, kr_threshold)
+            result = build_trajectory(sample, tools, n, s, require_pass, kr_threshold, inpainter)
             if isinstance(result, str):
                 summary.reject(result)
                 if on_progress:
@@ -430,16 +442,39 @@ def trajectories() -> None:
 @click.option("--limit", default=None, type=int, help="Use only the first N real samples.")
 @click.option("--keep-unpassed", is_flag=True,
               help="Also keep samples whose real anomaly the judge fails (their answer then says 'failed').")
+@click.option("--inpainter", type=click.Path(path_type=Path), default=None,
+              help="A diffusers inpainting pipeline folder (e.g. weights/stable-diffusion-2-inpainting) to rebuild "
+                   "the normal image; default: OpenCV Telea inpainting.")
+@click.option("--device", default="auto", show_default=True, help="Device for --inpainter: auto, cpu, cuda.")
+@click.option("--inpaint-steps", default=30, show_default=True, type=click.IntRange(1),
+              help="Denoising steps of --inpainter.")
+@click.option("--inpaint-resolution", default=512, show_default=True, type=click.IntRange(64),
+              help="Working resolution (long side, px) of --inpainter; the result is resized back.")
 def build_command(data: Path, out: Path, profile: str, proportions: str, seed: int, limit: int | None,
-                  keep_unpassed: bool) -> None:
+                  keep_unpassed: bool, inpainter: Path | None, device: str, inpaint_steps: int,
+                  inpaint_resolution: int) -> None:
     """Build chat-format JSONL trajectories (TRL SFT format) from real anomaly images with masks."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..profile import ProfileError, load_profile
+    from ..tools.base import BackendUnavailable
 
     try:
         config = load_profile(profile)
+        editor = None
+        if inpainter is not None:
+            from ..tools.diffusion import DiffusersEditor
+
+            if device == "auto":
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            editor = DiffusersEditor(str(inpainter), steps=inpaint_steps, resolution=inpaint_resolution,
+                                     device=device, dtype="float16" if device.startswith("cuda") else "float32")
+            if editor.mode != "inpaint":
+                raise BackendUnavailable(f"--inpainter {inpainter}: {editor.class_name} is not an inpainting "
+                                         "pipeline (e.g. StableDiffusionInpaintPipeline)")
         props = parse_proportions(proportions)
         policy = config.get("policy", {})
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -450,8 +485,8 @@ def build_command(data: Path, out: Path, profile: str, proportions: str, seed: i
                 progress.update(task, total=total, completed=done, description=f"trajectories ({what})")
 
             summary = build_trajectories(data, out, config["tools"], props, seed, limit, not keep_unpassed,
-                                         float(policy.get("kr_threshold", 3.0)), on_progress)
-    except (TrajectoryError, ProfileError, ValueError) as e:
+                                         float(policy.get("kr_threshold", 3.0)), on_progress, editor)
+    except (TrajectoryError, ProfileError, ValueError, BackendUnavailable) as e:
         raise click.ClickException(str(e)) from None
     Console().print(f"{summary.written} trajectories written to {out} ({summary.skipped_existing} already there) "
                     f"from {summary.found} real samples; attempts {dict(sorted(summary.attempts.items()))}; "
