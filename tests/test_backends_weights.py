@@ -32,7 +32,8 @@ def test_profiles_exist_and_cpu_equals_default():
     with_kr, default = load_profile("cpu-kr"), load_profile("default")
     assert with_kr["tools"].pop("knowledge_retrieval")["backend"] == "faiss"
     default["tools"].pop("knowledge_retrieval")
-    assert with_kr == default   # the same loop, plus retrieval
+    assert with_kr["policy"].pop("kr_threshold") == 4 and default["policy"].pop("kr_threshold") == 3
+    assert with_kr == default   # the same loop, plus retrieval after every failed attempt
 
 
 def test_manifest_covers_every_folder_the_profiles_use():

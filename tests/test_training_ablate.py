@@ -24,6 +24,9 @@ def test_row_profiles(tmp_path):
     sft = row_profile(by_name["+SFT"], base, models)
     assert sft["policy"] == {"backend": "smollm2", "model_dir": str(tmp_path / "sft")}
     assert row_profile(by_name["+RL"], base, models) is None
+    # δ for the KR rows only: the rows without KR keep the base profile's policy
+    assert row_profile(by_name["+KR"], base, models, kr_threshold=4)["policy"]["kr_threshold"] == 4.0
+    assert row_profile(by_name["+PG+QE"], base, models, kr_threshold=4)["policy"] == base["policy"]
     assert base["tools"]["knowledge_retrieval"]["backend"] == "none"  # the base profile is not modified
     assert by_name["+PG"].max_attempts == 1 and by_name["fixed prompt"].method == "open-loop"
 

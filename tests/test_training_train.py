@@ -157,6 +157,26 @@ def test_score_cli_reports_mean_reward_per_episode(tiny_dir, shared_data, tmp_pa
     assert saved["mean"]["total"] == pytest.approx(mean)
 
 
+def test_grpo_cli_saves_the_model_and_its_log(tiny_dir, shared_data, tmp_path):
+    """``local-agent train grpo``: the policy folder loads back and ``grpo_log.json`` holds s/step and rewards."""
+    from click.testing import CliRunner
+
+    from local_agent.cli import main
+
+    config = tmp_path / "grpo.yaml"
+    config.write_text(yaml.safe_dump({"grpo": {"n_prompts": 1, "max_new_tokens": 8, "max_turns": 2,
+                                               "max_attempts": 1}}))
+    out = tmp_path / "grpo"
+    r = CliRunner().invoke(main, ["train", "grpo", "--config", str(config), "--model", str(tiny_dir),
+                                  "--data", str(shared_data / "mvtec"), "--out", str(out), "--max-steps", "1",
+                                  "--num-generations", "2"])
+    assert r.exit_code == 0, r.output
+    log = json.loads((out / "grpo_log.json").read_text())
+    assert log["steps"] == 1 and log["rollouts"] == 2 and len(log["rewards"]) == 1 and log["seconds_per_step"] > 0
+    model, _ = load_tiny(out)
+    assert model.config.vocab_size == load_tiny(tiny_dir)[0].config.vocab_size
+
+
 def test_configs_load(tmp_path):
     from local_agent.training.grpo import CONFIG_DIR, GRPOSettings
 

@@ -47,11 +47,15 @@ ROWS = (
 )
 
 
-def row_profile(row: Row, base: dict[str, Any], models: dict[str, Path | None]) -> dict[str, Any] | None:
-    """The profile one row runs with, or None when its policy checkpoint was not given."""
+def row_profile(row: Row, base: dict[str, Any], models: dict[str, Path | None],
+                kr_threshold: float | None = None) -> dict[str, Any] | None:
+    """The profile one row runs with, or None when its policy checkpoint was not given. ``kr_threshold`` sets the
+    scripted policy's δ in the rows with KR (None: the base profile's)."""
     profile = copy.deepcopy(base)
     if row.knowledge:
         profile["tools"]["knowledge_retrieval"] = {"backend": "faiss"}
+        if kr_threshold is not None:
+            profile.setdefault("policy", {})["kr_threshold"] = float(kr_threshold)
     if row.model_flag:
         model = models.get(row.model_flag)
         if model is None:
@@ -66,7 +70,7 @@ def slug(name: str) -> str:
 
 def run_ablation(data: Path, out: Path, models: dict[str, Path | None], n_per_type: int, seed: int,
                  base_profile: dict[str, Any], fast: bool = True, tables: tuple[str, ...] = ("4", "5"),
-                 reporter: Any = None) -> list[dict[str, Any]]:
+                 reporter: Any = None, kr_threshold: float | None = None) -> list[dict[str, Any]]:
     """Run (or reuse) each row's harness evaluation; return one summary dict per row."""
     from ..evaluation.harness import EvalConfig, evaluate
 
@@ -75,7 +79,7 @@ def run_ablation(data: Path, out: Path, models: dict[str, Path | None], n_per_ty
     for row in ROWS:
         if row.table not in tables:
             continue
-        profile = row_profile(row, base_profile, models)
+        profile = row_profile(row, base_profile, models, kr_threshold)
         summary: dict[str, Any] = {"table": row.table, "row": row.name, "method": row.method}
         if profile is None:
             rows.append({**summary, "status": f"not run: no --{row.model_flag.replace('_', '-')} given"})
@@ -124,9 +128,13 @@ def markdown_table(rows: list[dict[str, Any]], category: str) -> str:
 @click.option("--rl-ref-model", type=click.Path(path_type=Path), default=None, help="GRPO policy, R_task + R_ref.")
 @click.option("--table", "tables", multiple=True, type=click.Choice(["4", "5"]), default=("4", "5"), show_default=True)
 @click.option("--full-metrics", is_flag=True, help="Also the generative metrics and AUPRO (slower).")
+@click.option("--kr-threshold", default=4.0, show_default=True, type=float,
+              help="δ of the rows with KR: the scripted policy calls KR when the judge's lower score is below it. "
+                   "4 = after every failed attempt of the heuristic judge, whose failures score 3 or 4 (at the "
+                   "profile default 3 KR is never called and +KR equals +PG+QE).")
 def ablate(data: Path, out: Path, n_per_type: int, seed: int, profile: str, sft_model: Path | None,
            rl_model: Path | None, rl_task_model: Path | None, rl_ref_model: Path | None, tables: tuple[str, ...],
-           full_metrics: bool) -> None:
+           full_metrics: bool, kr_threshold: float) -> None:
     """Table 4 and Table 5 ablation rows, each scored with `local-agent evaluate`'s harness; one table out."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -147,7 +155,7 @@ def ablate(data: Path, out: Path, n_per_type: int, seed: int, profile: str, sft_
     try:
         with progress:
             rows = run_ablation(data, out, models, n_per_type, seed, load_profile(profile), not full_metrics, tables,
-                                Reporter(start=start, log=progress.console.print))
+                                Reporter(start=start, log=progress.console.print), kr_threshold)
     except (EvaluationError, LayoutError, ProfileError, BackendUnavailable, ValueError) as e:
         raise click.ClickException(str(e)) from None
     table = markdown_table(rows, data.name)

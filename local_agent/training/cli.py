@@ -67,6 +67,8 @@ def grpo_command(config_path: Path | None, data: Path | None, model_dir: Path | 
         result = train_grpo(settings)
     except (BackendUnavailable, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    log = {k: result[k] for k in ("steps", "seconds_per_step", "rewards", "rollouts", "log_history")}
+    (Path(result["output_dir"]) / "grpo_log.json").write_text(json.dumps(log, indent=1, default=str))
     click.echo(f"GRPO: {result['steps']} steps, {result['seconds_per_step']:.1f} s/step; mean reward per step "
                f"{[round(r, 3) for r in result['rewards']]}; model saved to {result['output_dir']}")
 
