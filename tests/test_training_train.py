@@ -134,20 +134,27 @@ def test_grpo_two_steps_with_the_papers_rewards(tiny_dir, shared_data, tmp_path)
     assert changed(before, trainer.model)
 
 
-def test_score_cli_reports_mean_reward_per_episode(tiny_dir, shared_data, tmp_path):
-    """``local-agent train score``: one line per held-in prompt, the mean R and its terms, episodes saved as JSON."""
+def run_train_cli(command: str, n_prompts: int, tiny_dir: Path, shared_data: Path, tmp_path: Path, out: Path,
+                  *extra: str) -> str:
+    """``local-agent train <command>`` on the tiny model with a small GRPO config; returns its output."""
     from click.testing import CliRunner
 
     from local_agent.cli import main
 
-    config = tmp_path / "score.yaml"
-    config.write_text(yaml.safe_dump({"grpo": {"n_prompts": 2, "max_new_tokens": 8, "max_turns": 2,
+    config = tmp_path / f"{command}.yaml"
+    config.write_text(yaml.safe_dump({"grpo": {"n_prompts": n_prompts, "max_new_tokens": 8, "max_turns": 2,
                                                "max_attempts": 1}}))
-    out = tmp_path / "score.json"
-    r = CliRunner().invoke(main, ["train", "score", "--config", str(config), "--model", str(tiny_dir),
-                                  "--data", str(shared_data / "mvtec"), "--out", str(out)])
+    r = CliRunner().invoke(main, ["train", command, "--config", str(config), "--model", str(tiny_dir),
+                                  "--data", str(shared_data / "mvtec"), "--out", str(out), *extra])
     assert r.exit_code == 0, r.output
-    assert "mean R" in r.output and r.output.count(": R=") == 2
+    return r.output
+
+
+def test_score_cli_reports_mean_reward_per_episode(tiny_dir, shared_data, tmp_path):
+    """``local-agent train score``: one line per held-in prompt, the mean R and its terms, episodes saved as JSON."""
+    out = tmp_path / "score.json"
+    output = run_train_cli("score", 2, tiny_dir, shared_data, tmp_path, out)
+    assert "mean R" in output and output.count(": R=") == 2
     saved = json.loads(out.read_text())
     assert len(saved["episodes"]) == 2
     for e in saved["episodes"]:
@@ -159,18 +166,8 @@ def test_score_cli_reports_mean_reward_per_episode(tiny_dir, shared_data, tmp_pa
 
 def test_grpo_cli_saves_the_model_and_its_log(tiny_dir, shared_data, tmp_path):
     """``local-agent train grpo``: the policy folder loads back and ``grpo_log.json`` holds s/step and rewards."""
-    from click.testing import CliRunner
-
-    from local_agent.cli import main
-
-    config = tmp_path / "grpo.yaml"
-    config.write_text(yaml.safe_dump({"grpo": {"n_prompts": 1, "max_new_tokens": 8, "max_turns": 2,
-                                               "max_attempts": 1}}))
     out = tmp_path / "grpo"
-    r = CliRunner().invoke(main, ["train", "grpo", "--config", str(config), "--model", str(tiny_dir),
-                                  "--data", str(shared_data / "mvtec"), "--out", str(out), "--max-steps", "1",
-                                  "--num-generations", "2"])
-    assert r.exit_code == 0, r.output
+    run_train_cli("grpo", 1, tiny_dir, shared_data, tmp_path, out, "--max-steps", "1", "--num-generations", "2")
     log = json.loads((out / "grpo_log.json").read_text())
     assert log["steps"] == 1 and log["rollouts"] == 2 and len(log["rewards"]) == 1 and log["seconds_per_step"] > 0
     model, _ = load_tiny(out)

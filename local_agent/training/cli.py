@@ -28,6 +28,7 @@ def train() -> None:
 def sft_command(data: Path, output_dir: Path, model_dir: Path | None, epochs: float, max_steps: int,
                 learning_rate: float, batch_size: int, grad_accum: int, lora: bool, seed: int) -> None:
     """Supervised fine-tuning on reverse-synthesis trajectories (loss on the agent's turns only)."""
+    from ..episode import save_json_atomic
     from ..tools.base import BackendUnavailable
     from .sft import SFTSettings, train_sft
 
@@ -38,7 +39,7 @@ def sft_command(data: Path, output_dir: Path, model_dir: Path | None, epochs: fl
         result = train_sft(settings)
     except (BackendUnavailable, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    (output_dir / "sft_losses.json").write_text(json.dumps(result["losses"], indent=1))
+    save_json_atomic(output_dir / "sft_losses.json", result["losses"])
     click.echo(f"SFT: {result['steps']} steps; loss {result['losses'][0]['loss']:.3f} -> "
                f"{result['losses'][-1]['loss']:.3f}; model saved to {result['output_dir']}")
 
@@ -56,6 +57,7 @@ def sft_command(data: Path, output_dir: Path, model_dir: Path | None, epochs: fl
 def grpo_command(config_path: Path | None, data: Path | None, model_dir: Path | None, output_dir: Path | None,
                  max_steps: int | None, num_generations: int | None) -> None:
     """GRPO with multi-turn rollouts through the real tools and R = α·R_task + β·R_ref + γ·R_beh."""
+    from ..episode import save_json_atomic
     from ..tools.base import BackendUnavailable
     from .grpo import GRPOSettings, train_grpo
 
@@ -68,7 +70,7 @@ def grpo_command(config_path: Path | None, data: Path | None, model_dir: Path | 
     except (BackendUnavailable, ValueError) as e:
         raise click.ClickException(str(e)) from None
     log = {k: result[k] for k in ("steps", "seconds_per_step", "rewards", "rollouts", "log_history")}
-    (Path(result["output_dir"]) / "grpo_log.json").write_text(json.dumps(log, indent=1, default=str))
+    save_json_atomic(Path(result["output_dir"]) / "grpo_log.json", log)
     click.echo(f"GRPO: {result['steps']} steps, {result['seconds_per_step']:.1f} s/step; mean reward per step "
                f"{[round(r, 3) for r in result['rewards']]}; model saved to {result['output_dir']}")
 
