@@ -19,24 +19,12 @@ import cv2
 import numpy as np
 
 from .base import BackendUnavailable
-from .imaging import clean_mask, foreground_mask
+from .imaging import clean_mask, foreground_mask, keep_mode
 
 TEXTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 # ------------------------------------------------------------------------------------------ shared helpers
-def is_gray(image: np.ndarray) -> bool:
-    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
-
-
-def keep_mode(original: np.ndarray, result: np.ndarray) -> np.ndarray:
-    """Back to grayscale when the input was grayscale."""
-    if is_gray(original):
-        g = cv2.cvtColor(result, cv2.COLOR_RGB2GRAY)
-        return np.repeat(g[..., None], 3, axis=2)
-    return result
-
-
 def colour_jitter(patch: np.ndarray, rng: np.random.Generator, strength: float = 0.1) -> np.ndarray:
     """CutPaste's ColorJitter(brightness, contrast, saturation, hue = 0.1) on a uint8 RGB patch."""
     x = patch.astype(np.float32)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .base import BackendUnavailable
-from .imaging import foreground_mask
+from .imaging import foreground_mask, keep_mode
 from .local_weights import check_diffusers_folder
 from .painter.placement import choose_point, object_box
 from .painter.spec import LINEAR_KINDS, parse_prompt
@@ -168,10 +168,7 @@ class DiffusersEditor:
         if self.mode != "inpaint":
             raise BackendUnavailable(f"{self.model} is an instruction-edit pipeline ({self.class_name}); "
                                      "inpainting needs an inpainting pipeline")
-        grey = bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
-        generated = self._call(prompt, image, soft, seed)
-        if grey:
-            generated = np.repeat(cv2.cvtColor(generated, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+        generated = keep_mode(image, self._call(prompt, image, soft, seed))
         alpha = soft[..., None]
         out = np.clip(image * (1 - alpha) + generated * alpha + 0.5, 0, 255).astype(np.uint8)
         out[soft == 0] = image[soft == 0]  # exact restore outside the region (no float round trip)
@@ -185,9 +182,7 @@ class DiffusersEditor:
             soft = defect_region(rgb, prompt, category, np.random.default_rng(seed))
             out, region = self.inpaint(rgb, soft, prompt, seed), soft > 0
         else:
-            out = self._call(prompt, rgb, None, seed)
-            if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
-                out = np.repeat(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+            out = keep_mode(rgb, self._call(prompt, rgb, None, seed))
             region = np.ones(rgb.shape[:2], bool)
         return (out[..., 0] if image.ndim == 2 else out), region
 

@@ -132,3 +132,16 @@ def elongation(mask: np.ndarray) -> float:
     perim = sum(cv2.arcLength(c, True) for c in contours)
     thin = (perim / 2.0) ** 2 / max(len(xs), 1) if perim > 0 else 1.0
     return max(axis_ratio, thin / 4.0)
+
+
+def is_gray(image: np.ndarray) -> bool:
+    """Three equal channels: a grayscale image stored as RGB."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+
+
+def keep_mode(original: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """Back to grayscale when the input was grayscale."""
+    if is_gray(original):
+        g = cv2.cvtColor(result, cv2.COLOR_RGB2GRAY)
+        return np.repeat(g[..., None], 3, axis=2)
+    return result
