@@ -6,6 +6,7 @@ A tool's output comes back as ``[Tool Response from <tool>]`` and a JSON body.
 
 Parsing never raises on model output: whatever is wrong becomes a ``Parsed.error`` string
 that the loop feeds back to the policy as an observation, so a model can recover.
+A model whose chat template has its own tool calls (Qwen's ``tool_calls``) is translated both ways at the end.
 """
 from __future__ import annotations
 
@@ -149,3 +150,60 @@ def parse_agent_message(text: str, tools: Mapping[str, ToolSpec] | None = None) 
         if problem:
             return Parsed(thinking, error=problem)
     return Parsed(thinking, call=ToolCall(name, arguments))
+
+
+# ----------------------------------------------------------------------- the protocol <-> a chat template's tool calls
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)
+
+
+def protocol_messages(messages: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A chat-template tool-calling conversation (TRL's, OpenAI's) in the paper's protocol: each ``tool_calls`` entry
+    becomes a
+    ``<tool_call>{json}</tool_call>`` in its assistant message (two calls in one message stay two, which the protocol
+    rejects), tool messages keep their ``[Tool Response from X]`` text. Protocol messages pass through unchanged."""
+    out = []
+    for m in messages:
+        content = _text(m.get("content"))
+        if m.get("role") == "assistant" and m.get("tool_calls"):
+            for call in m["tool_calls"]:
+                function = call.get("function", call)
+                arguments = function.get("arguments", {})
+                if isinstance(arguments, str):
+                    try:
+                        arguments = json.loads(arguments)
+                    except ValueError:
+                        pass
+                body = json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False)
+                content += f"<tool_call>{body}</tool_call>"
+        out.append({"role": m.get("role"), "content": content})
+    return out
+
+
+def native_tool_calls(messages: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The inverse of :func:`protocol_messages`, for a policy whose chat template calls tools (SFT data for GRPO with
+    ``rollouts: environment``; the ``vlm`` policy with ``native_tools``): each ``<tool_call>`` leaves the assistant
+    text for a ``tool_calls`` entry that the template renders; tool messages get their tool's ``name``. Arguments
+    stay a JSON string (Qwen's templates print it as is), so a dataset of calls with different arguments keeps one
+    column type."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role, content = m["role"], _text(m.get("content"))
+        if role == "assistant":
+            parsed = parse_agent_message(content)
+            if parsed.call is not None:
+                thinking = f"<thinking>{parsed.thinking}</thinking>" if parsed.thinking else ""
+                call = {"name": parsed.call.name, "arguments": json.dumps(parsed.call.arguments, ensure_ascii=False)}
+                out.append({"role": role, "content": thinking, "tool_calls": [{"type": "function", "function": call}]})
+                continue
+        elif role == "tool":
+            try:
+                name, _ = parse_tool_response(content)
+            except ValueError:
+                name = m.get("name", "")
+            out.append({"role": role, "name": name, "content": content})
+            continue
+        out.append({"role": role, "content": content})
+    return out

@@ -88,3 +88,23 @@ def grid_image(shared_data) -> np.ndarray:
 @pytest.fixture(scope="session")
 def transistor_image(shared_data) -> np.ndarray:
     return load_rgb(shared_data / "mvtec" / "transistor" / "train" / "good" / "003.png")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, shared_data) -> Path:
+    """Six reverse-synthesis trajectories on grid (Dual generation), the training tests' SFT data."""
+    from local_agent.profile import load_profile
+    from local_agent.training.trajectories import build_trajectories
+
+    out = tmp_path_factory.mktemp("sft") / "train.jsonl"
+    build_trajectories(shared_data / "mvtec" / "grid", out, load_profile("default")["tools"], {2: 1.0}, seed=2,
+                       limit=6)
+    return out
+
+
+def trajectory_texts(corpus: Path) -> list[str]:
+    """Every message text of the corpus: what the tiny models' tokenizers are trained on."""
+    import json
+
+    return [m["content"] for line in corpus.read_text().splitlines() for m in json.loads(line)["messages"]]
+

@@ -202,3 +202,36 @@ def test_tiny_vlm_as_the_policy(models, small_transistor):
     assert all(parse_agent_message(s.message).error for s in episode.steps)
     assert isinstance(episode, Episode) and episode.workspace.images[0] is small_transistor
 
+
+
+def test_native_tools_policy_shows_a_vlm_its_images_where_grpo_environment_rollouts_do(models, grid_image):
+    """``native_tools``: image 1 after the task text, each attempt before its tool response, the template's tool
+    calls; the transformers engine takes the schemas. (The tiny Idefics3 template ignores them: what a Qwen3-VL
+    template makes of them is checked on a text model in tests/test_training_environment.py.)"""
+    from local_agent.policies.vlm import VLMPolicy, episode_chat_native
+
+    class Scripted:
+        turns = [format_tool_call("prompt_gen", {"item_name": "grid", "anomaly_type": "bent"}),
+                 format_tool_call("image_gen", {"prompt": "Using the provided image, change only the centre."}),
+                 format_tool_call("quality_eval", {"image_index": 9})]
+
+        def next_message(self, episode):
+            return self.turns[sum(1 for m in episode.messages if m["role"] == "assistant")]
+
+    tools = build_tools({"prompt_gen": {"backend": "template"}, "image_gen": {"backend": "procedural"},
+                         "quality_eval": {"backend": "heuristic"}, "mask_gen": {"backend": "difference"}})
+    episode = run_episode(Scripted(), tools, grid_image, "grid", "bent", max_attempts=1, max_steps=3)
+    chat = episode_chat_native(episode, vision=True)
+    kinds = [(m["role"], [p["type"] for p in m["content"]]) for m in chat]
+    assert kinds == [("system", ["text"]), ("user", ["text", "image"]), ("assistant", ["text"]), ("tool", ["text"]),
+                     ("assistant", ["text"]), ("tool", ["image", "text"]), ("assistant", ["text"]),
+                     ("tool", ["text"])]
+    assert chat[5]["content"][0]["image"] is episode.workspace.images[1]
+    assert [m["tool_calls"][0]["function"]["name"] for m in chat if m.get("tool_calls")] == \
+        ["prompt_gen", "image_gen", "quality_eval"]
+    assert chat[-1]["name"] == "quality_eval" and chat[-1]["content"][0]["text"].startswith("[Error] quality_eval:")
+    assert [p["type"] for m in episode_chat_native(episode, vision=False) for p in m["content"]] == ["text"] * 8
+    policy = VLMPolicy(engine="transformers", model=str(models["vlm"]), native_tools=True, max_new_tokens=4)
+    assert isinstance(policy.next_message(episode), str)
+    with pytest.raises(ValueError, match="native_tools needs the transformers or text engine"):
+        VLMPolicy(engine="openai", native_tools=True)

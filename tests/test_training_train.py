@@ -6,27 +6,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import trajectory_texts
 
 from local_agent.profile import load_profile
-from local_agent.training.trajectories import build_trajectories
 
 pytest.importorskip("trl")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_data) -> Path:
-    out = tmp_path_factory.mktemp("sft") / "train.jsonl"
-    build_trajectories(shared_data / "mvtec" / "grid", out, load_profile("default")["tools"], {2: 1.0}, seed=2,
-                       limit=6)
-    return out
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, corpus) -> Path:
     from local_agent.training.tiny import build_tiny_chat_model
 
-    texts = [m["content"] for line in corpus.read_text().splitlines() for m in json.loads(line)["messages"]]
-    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny"), texts)
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny"), trajectory_texts(corpus))
 
 
 def load_tiny(tiny_dir):
@@ -180,6 +171,7 @@ def test_configs_load(tmp_path):
     cpu = GRPOSettings.load(CONFIG_DIR / "grpo-cpu.yaml")
     gpu = GRPOSettings.load(CONFIG_DIR / "grpo-gpu-vl.yaml")
     assert cpu.num_generations >= 2 and gpu.model_dir is not None and gpu.reward.alpha == 1.0
+    assert cpu.rollouts == "loop" and gpu.rollouts == "environment" and gpu.use_vllm
     acc = yaml.safe_load((CONFIG_DIR / "accelerate-zero3.yaml").read_text())
     assert acc["distributed_type"] == "DEEPSPEED"
     ds_file = Path(acc["deepspeed_config"]["deepspeed_config_file"]).name

@@ -92,6 +92,11 @@ def as_openai(messages: list[Message], vision: bool) -> list[Message]:
 
 
 # ----------------------------------------------------------------------------------------------------- engines
+def _tool_keys(message: Message) -> Message:
+    """A message's chat-template tool fields (an assistant's ``tool_calls``, a tool message's ``name``)."""
+    return {k: message[k] for k in ("tool_calls", "name") if message.get(k)}
+
+
 def _torch_dtype(dtype: str):
     import torch
 
@@ -124,15 +129,17 @@ class TransformersVLM:
             self.model.to(device)
         self.model.eval()
 
-    def chat(self, messages: list[Message], max_new_tokens: int, temperature: float, seed: int) -> str:
+    def chat(self, messages: list[Message], max_new_tokens: int, temperature: float, seed: int,
+             tools: list[dict[str, Any]] | None = None) -> str:
         import torch
         from PIL import Image
 
         images = [Image.fromarray(p["image"]) for m in messages for p in m["content"] if p["type"] == "image"]
-        template = [{"role": m["role"], "content": [{"type": "image"} if p["type"] == "image"
-                                                    else {"type": "text", "text": p["text"]} for p in m["content"]]}
+        template = [{**_tool_keys(m), "role": m["role"],
+                     "content": [{"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]}
+                                 for p in m["content"]]}
                     for m in messages]
-        text = self.processor.apply_chat_template(template, add_generation_prompt=True, tokenize=False)
+        text = self.processor.apply_chat_template(template, add_generation_prompt=True, tokenize=False, tools=tools)
         inputs = self.processor(text=[text], images=[images] if images else None, return_tensors="pt")
         inputs = inputs.to(self.model.device, dtype=self.model.dtype)
         torch.manual_seed(seed)
@@ -164,12 +171,14 @@ class TransformersText:
             self.model, self.tokenizer = load_smollm2(dtype, model or None)
         self.model.to(device).eval()
 
-    def chat(self, messages: list[Message], max_new_tokens: int, temperature: float, seed: int) -> str:
+    def chat(self, messages: list[Message], max_new_tokens: int, temperature: float, seed: int,
+             tools: list[dict[str, Any]] | None = None) -> str:
         import torch
 
-        flat = [{"role": m["role"], "content": "\n".join(p["text"] for p in m["content"])} for m in messages]
+        flat = [{**_tool_keys(m), "role": m["role"], "content": "\n".join(p["text"] for p in m["content"])}
+                for m in messages]
         inputs = self.tokenizer.apply_chat_template(flat, add_generation_prompt=True, return_tensors="pt",
-                                                    return_dict=True).to(self.model.device)
+                                                    return_dict=True, tools=tools).to(self.model.device)
         torch.manual_seed(seed)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         with torch.inference_mode():
@@ -280,8 +289,11 @@ class ChatRole:
         self.max_new_tokens, self.temperature = int(max_new_tokens), float(temperature)
         self.engine = load_engine(self.engine_name, engine_options)
 
-    def ask(self, messages: list[Message], seed: int = 0) -> str:
-        return self.engine.chat(messages, self.max_new_tokens, self.temperature, seed).strip()
+    def ask(self, messages: list[Message], seed: int = 0, tools: list[dict[str, Any]] | None = None) -> str:
+        """The reply; ``tools`` (JSON schemas) go to the chat template of the transformers and text engines."""
+        if tools is None:
+            return self.engine.chat(messages, self.max_new_tokens, self.temperature, seed).strip()
+        return self.engine.chat(messages, self.max_new_tokens, self.temperature, seed, tools=tools).strip()
 
 
 def text(t: str) -> dict[str, str]:

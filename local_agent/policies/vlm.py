@@ -46,18 +46,52 @@ def episode_chat(episode: Episode) -> list[dict[str, Any]]:
     return chat
 
 
+def episode_chat_native(episode: Episode, vision: bool) -> list[dict[str, Any]]:
+    """The episode as GRPO's environment rollouts show it to a tool-calling policy (``training/environment.py``):
+    the template's own tool calls and tool messages, image 1 after the task text and each image_gen result before
+    its response (a VLM; a text model gets no image parts), a tool's error as that tool's message."""
+    from ..protocol import native_tool_calls
+    from ..tools.vlm import text
+
+    ws = episode.workspace
+    chat: list[dict[str, Any]] = []
+    for message, native in zip(episode.messages, native_tool_calls(episode.messages)):
+        content = native["content"]
+        images = [{"type": "image", "image": ws.images[k - 1], "text": ""} for k in message.get("images", [])] \
+            if vision else []
+        if native["role"] == "user" and chat and chat[-1].get("tool_calls") and content.startswith("[Error]"):
+            native = {"role": "tool", "name": chat[-1]["tool_calls"][0]["function"]["name"]}
+        parts = [*images, text(content)] if native["role"] == "tool" else [text(content), *images]
+        chat.append({**native, "content": parts})
+    return chat
+
+
 class VLMPolicy:
-    """Policy ``vlm``: ``engine`` transformers | vllm | openai | text, plus that engine's options (``model``…)."""
+    """Policy ``vlm``: ``engine`` transformers | vllm | openai | text, plus that engine's options (``model``…).
+
+    ``native_tools``: for a policy trained with GRPO's environment rollouts (or SFT with --native-tool-calls), the
+    conversation is rendered as it was there: the chat template's tool calls, and the tools' schemas in the system
+    prompt (transformers and text engines)."""
 
     default_engine = "transformers"
 
     def __init__(self, engine: str | None = None, max_new_tokens: int = 384, temperature: float = 0.0,
-                 **engine_options: Any):
+                 native_tools: bool = False, **engine_options: Any):
         from ..tools.vlm import ChatRole
 
-        self.role = ChatRole(engine or self.default_engine, max_new_tokens, temperature, **engine_options)
+        engine = engine or self.default_engine
+        if native_tools and engine not in ("transformers", "text"):
+            raise ValueError(f"policy vlm: native_tools needs the transformers or text engine, not {engine!r}")
+        self.role = ChatRole(engine, max_new_tokens, temperature, **engine_options)
+        self.schemas = None
+        if native_tools:
+            from ..training.environment import tool_schemas
+
+            self.schemas = tool_schemas()
 
     def next_message(self, episode: Episode) -> str:
         seed = episode.workspace.seed * 1000 + len(episode.steps)
+        if self.schemas is not None:
+            return self.role.ask(episode_chat_native(episode, self.role.engine.vision), seed=seed, tools=self.schemas)
         return self.role.ask(episode_chat(episode), seed=seed)
 

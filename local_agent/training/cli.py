@@ -24,9 +24,12 @@ def train() -> None:
 @click.option("--batch-size", default=1, show_default=True, type=int)
 @click.option("--grad-accum", default=1, show_default=True, type=int)
 @click.option("--lora/--full", default=False, show_default=True, help="Train LoRA adapters (merged on save).")
+@click.option("--native-tool-calls", is_flag=True,
+              help="Write tool calls in the policy's own chat template (Qwen…), for GRPO with rollouts: environment.")
 @click.option("--seed", default=0, show_default=True, type=int)
 def sft_command(data: Path, output_dir: Path, model_dir: Path | None, epochs: float, max_steps: int,
-                learning_rate: float, batch_size: int, grad_accum: int, lora: bool, seed: int) -> None:
+                learning_rate: float, batch_size: int, grad_accum: int, lora: bool, native_tool_calls: bool,
+                seed: int) -> None:
     """Supervised fine-tuning on reverse-synthesis trajectories (loss on the agent's turns only)."""
     from ..episode import save_json_atomic
     from ..tools.base import BackendUnavailable
@@ -34,7 +37,7 @@ def sft_command(data: Path, output_dir: Path, model_dir: Path | None, epochs: fl
 
     settings = SFTSettings(data=data, output_dir=output_dir, model_dir=model_dir, epochs=epochs, max_steps=max_steps,
                            learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum, lora=lora,
-                           seed=seed)
+                           native_tool_calls=native_tool_calls, seed=seed)
     try:
         result = train_sft(settings)
     except (BackendUnavailable, ValueError) as e:
@@ -54,8 +57,11 @@ def sft_command(data: Path, output_dir: Path, model_dir: Path | None, epochs: fl
 @click.option("--out", "output_dir", type=click.Path(path_type=Path), default=None)
 @click.option("--max-steps", type=int, default=None)
 @click.option("--num-generations", type=int, default=None, help="G: rollouts per prompt.")
+@click.option("--rollouts", type=click.Choice(["loop", "environment"]), default=None,
+              help="loop: our agent loop, the paper's text protocol (any chat model); environment: TRL's tool loop "
+                   "(a tool-calling template; VLM policies see the images; vLLM via the config).")
 def grpo_command(config_path: Path | None, data: Path | None, model_dir: Path | None, output_dir: Path | None,
-                 max_steps: int | None, num_generations: int | None) -> None:
+                 max_steps: int | None, num_generations: int | None, rollouts: str | None) -> None:
     """GRPO with multi-turn rollouts through the real tools and R = α·R_task + β·R_ref + γ·R_beh."""
     from ..episode import save_json_atomic
     from ..tools.base import BackendUnavailable
@@ -64,7 +70,7 @@ def grpo_command(config_path: Path | None, data: Path | None, model_dir: Path | 
     try:
         settings = GRPOSettings.load(config_path)
         overrides = {"data": data, "model_dir": model_dir, "output_dir": output_dir, "max_steps": max_steps,
-                     "num_generations": num_generations}
+                     "num_generations": num_generations, "rollouts": rollouts}
         settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
         result = train_grpo(settings)
     except (BackendUnavailable, ValueError) as e:

@@ -31,10 +31,21 @@ class GRPOSettings:
     max_attempts: int = 2                 # image_gen calls per episode
     max_turns: int = 8                    # agent messages per episode
     max_new_tokens: int = 128             # per agent turn
+    # tokens of a whole episode after the prompt: agent turns, tool responses and (VLM) images; None gives
+    # max_turns × (max_new_tokens + 512). Environment rollouts stop an episode whose next tool response would not fit.
+    max_completion_length: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
     gradient_checkpointing: bool = False  # TRL's default is on; on a CPU it only costs time (GPU config: on)
+    # "loop": our agent loop in a rollout_func, the paper's text protocol, any chat model (SmolLM2 on a CPU).
+    # "environment": TRL's own tool loop over SynthesisEnvironment; the policy's chat template must call tools
+    # (Qwen2.5 / Qwen3 / Qwen3-VL …); a VLM policy sees every image; vLLM can generate.
+    rollouts: str = "loop"
+    show_images: bool | None = None       # environment rollouts: None = when the policy is a VLM
+    use_vllm: bool = False                # environment rollouts: generate with vLLM (TRL's vllm_mode below)
+    vllm_mode: str = "colocate"
+    vllm_gpu_memory_utilization: float = 0.3
     reward_terms: tuple[str, ...] = ("task", "reflection", "behaviour")
     reward: RewardConfig = field(default_factory=RewardConfig)
 
@@ -65,53 +76,105 @@ class GRPOSettings:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
-def build_dataset(tasks: list[Any], tool_specs: list[dict[str, Any]]) -> Any:
-    """One conversational prompt per task (system + task), each repeated G times by the trainer's sampler."""
+def build_dataset(tasks: list[Any], tool_specs: list[dict[str, Any]], environment: bool = False) -> Any:
+    """One conversational prompt per task (system + task), each repeated G times by the trainer's sampler.
+
+    The task travels in the user message for ``rollout_func`` (which gets the prompts only) and in a ``task``
+    column for the environment (TRL passes the row to ``reset``)."""
     from datasets import Dataset
 
     from ..episode import SYSTEM_PROMPT, user_prompt
 
     names = ", ".join(s["name"] for s in tool_specs)
-    rows = [{"prompt": [{"role": "system", "content": SYSTEM_PROMPT.replace("{tools}", names), "task": ""},
-                        {"role": "user", "content": user_prompt(t.category, t.anomaly_type), "task": t.to_json()}]}
-            for t in tasks]
+    system = SYSTEM_PROMPT.replace("{tools}", names)
+    if environment:
+        rows = [{"prompt": [{"role": "system", "content": system},
+                            {"role": "user", "content": user_prompt(t.category, t.anomaly_type)}],
+                 "task": t.to_json()} for t in tasks]
+    else:
+        rows = [{"prompt": [{"role": "system", "content": system, "task": ""},
+                            {"role": "user", "content": user_prompt(t.category, t.anomaly_type), "task": t.to_json()}]}
+                for t in tasks]
     return Dataset.from_list(rows)
+
+
+def require_tool_calling(processing_class: Any) -> None:
+    """One line instead of TRL's error deep in the trainer when the template cannot call tools."""
+    from trl.chat_template_utils import supports_tool_calling
+
+    if not supports_tool_calling(processing_class):
+        raise ValueError("rollouts: environment needs a chat template that renders tool calls and tool messages "
+                         "(Qwen2.5, Qwen3, Qwen3-VL, Llama 3.1 …); this policy's does not: use rollouts: loop")
 
 
 def build_grpo_trainer(settings: GRPOSettings, model: Any = None, tokenizer: Any = None,
                        extra_reward_funcs: list[Any] | None = None) -> tuple[Any, list[Any]]:
-    """The trainer and the list its rollouts are appended to. ``extra_reward_funcs`` are added to R's terms."""
+    """The trainer and the list its rollouts are appended to (loop: the traced episodes; environment: each
+    rollout's task). ``extra_reward_funcs`` are added to R's terms."""
     from trl import GRPOConfig, GRPOTrainer
 
     from ..profile import load_profile
     from ..smollm import GenerationSettings, load_smollm2
     from ..tools import build_tools
+    from ..tools.base import BackendUnavailable
     from .chat_format import use_training_template
+    from .models import is_processor, load_policy
     from .rollout import make_rollout_func, sample_tasks
 
-    if model is None:
+    if settings.rollouts not in ("loop", "environment"):
+        raise ValueError(f"grpo.rollouts must be 'loop' or 'environment', not {settings.rollouts!r}")
+    environment = settings.rollouts == "environment"
+    if settings.use_vllm and not environment:
+        raise ValueError("use_vllm generates on TRL's tool loop: set rollouts: environment (the loop path generates "
+                         "with transformers)")
+    if model is None and environment:
+        if settings.model_dir is None:
+            raise BackendUnavailable("rollouts: environment needs a policy folder (--model / grpo.model_dir) whose "
+                                     "chat template calls tools, e.g. an SFT of Qwen3-VL; SmolLM2 works with "
+                                     "rollouts: loop")
+        model, tokenizer = load_policy(settings.model_dir)
+    elif model is None:
         model, tokenizer = load_smollm2("float32", settings.model_dir)
-    use_training_template(tokenizer)  # same rendering as SFT (the markers change nothing in the text)
-    tokenizer.padding_side = "left"
     tools = build_tools(load_profile(settings.profile)["tools"])
     tasks = sample_tasks(settings.data, settings.n_prompts, settings.seed)
-    generation = GenerationSettings(settings.max_new_tokens, True, settings.temperature, settings.top_p)
+    dataset = build_dataset(tasks, [t.spec() for t in tools.values()], environment)
     rollouts: list[Any] = []
-    rollout = make_rollout_func(tools, generation, settings.max_attempts, settings.max_turns, rollouts.append)
     import torch
 
-    config = GRPOConfig(output_dir=str(settings.output_dir), max_steps=settings.max_steps,
-                        learning_rate=settings.learning_rate, beta=settings.beta, epsilon=settings.epsilon,
-                        num_generations=settings.num_generations,
-                        per_device_train_batch_size=settings.num_generations, gradient_accumulation_steps=1,
-                        max_completion_length=settings.max_turns * (settings.max_new_tokens + 320),
-                        temperature=settings.temperature, logging_steps=1, save_strategy="no", report_to=[],
-                        seed=settings.seed, use_cpu=not torch.cuda.is_available(), bf16=False,
-                        remove_unused_columns=False, disable_tqdm=False,
-                        gradient_checkpointing=settings.gradient_checkpointing)
-    trainer = GRPOTrainer(model=model, reward_funcs=[*make_reward_funcs(settings.reward, settings.reward_terms),
-                                                      *(extra_reward_funcs or [])],
-                          args=config, train_dataset=build_dataset(tasks, [t.spec() for t in tools.values()]),
+    common = dict(output_dir=str(settings.output_dir), max_steps=settings.max_steps,
+                  learning_rate=settings.learning_rate, beta=settings.beta, epsilon=settings.epsilon,
+                  num_generations=settings.num_generations, per_device_train_batch_size=settings.num_generations,
+                  gradient_accumulation_steps=1, temperature=settings.temperature, top_p=settings.top_p,
+                  logging_steps=1, save_strategy="no", report_to=[], seed=settings.seed,
+                  use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available() and environment,
+                  remove_unused_columns=False, disable_tqdm=False,
+                  gradient_checkpointing=settings.gradient_checkpointing)
+    reward_funcs = [*make_reward_funcs(settings.reward, settings.reward_terms), *(extra_reward_funcs or [])]
+    if environment:
+        from .environment import environment_factory
+
+        require_tool_calling(tokenizer)
+        show = settings.show_images if settings.show_images is not None else is_processor(tokenizer)
+        budget = settings.max_completion_length or settings.max_turns * (settings.max_new_tokens + 512)
+        config = GRPOConfig(**common, max_completion_length=budget,
+                            max_tool_calling_iterations=settings.max_turns, use_vllm=settings.use_vllm,
+                            # per agent turn; the completion budget above covers the whole episode
+                            generation_kwargs={"max_tokens" if settings.use_vllm else "max_new_tokens":
+                                               settings.max_new_tokens},
+                            vllm_mode=settings.vllm_mode,
+                            vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization)
+        trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
+                              processing_class=tokenizer,
+                              environment_factory=environment_factory(tools, settings.max_attempts, show,
+                                                                      rollouts.append))
+        return trainer, rollouts
+    use_training_template(tokenizer)  # same rendering as SFT (the markers change nothing in the text)
+    tokenizer.padding_side = "left"
+    generation = GenerationSettings(settings.max_new_tokens, True, settings.temperature, settings.top_p)
+    rollout = make_rollout_func(tools, generation, settings.max_attempts, settings.max_turns, rollouts.append)
+    config = GRPOConfig(**common, max_completion_length=settings.max_completion_length
+                        or settings.max_turns * (settings.max_new_tokens + 320))
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
                           processing_class=tokenizer, rollout_func=rollout)
     return trainer, rollouts
 
@@ -141,6 +204,9 @@ def score_policy(settings: GRPOSettings, model: Any = None, tokenizer: Any = Non
     from .rewards import reward_terms
     from .rollout import run_traced_episode, sample_tasks
 
+    if settings.rollouts != "loop":
+        raise ValueError("train score replays the agent loop (rollouts: loop); an environment-trained policy's "
+                         "per-step rewards are in its grpo_log.json")
     if model is None:
         model, tokenizer = load_smollm2("float32", settings.model_dir)
     use_training_template(tokenizer)

@@ -187,18 +187,29 @@ def reward_terms(messages: Iterable[Mapping[str, Any]], config: RewardConfig | N
 
 # ------------------------------------------------------------------------------------------ TRL-style callables
 def _conversation(prompt: Any, completion: Any, index: int, kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The whole episode for one sample: a rollout's ``episode_messages`` when given, else prompt + completion."""
+    """The whole episode for one sample: a rollout's ``episode_messages`` when given, else prompt + completion
+    (TRL's tool-calling messages translated to the paper's protocol)."""
+    from ..protocol import protocol_messages
+
     episodes = kwargs.get("episode_messages")
     if episodes is not None:
         return list(episodes[index])
     prompt_msgs = prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
     completion_msgs = completion if isinstance(completion, list) else [{"role": "assistant", "content": str(completion)}]
-    return [*prompt_msgs, *completion_msgs]
+    return protocol_messages([*prompt_msgs, *completion_msgs])
 
 
-def _final_evaluation(index: int, kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def _final_evaluation(index: int, kwargs: Mapping[str, Any], view: EpisodeView) -> Mapping[str, Any] | None:
+    """The judge's verdict on the answered image: from the rollout, or asked of the episode's TRL environment."""
     evaluations = kwargs.get("final_evaluation")
-    return evaluations[index] if evaluations is not None else None
+    if evaluations is not None:
+        return evaluations[index]
+    environments = kwargs.get("environments")
+    if environments is not None and view.answer is not None:
+        from .environment import answer_evaluation
+
+        return answer_evaluation(environments[index], view.answer.get("final_image_index"))
+    return None
 
 
 def make_reward_funcs(config: RewardConfig | None = None, terms: tuple[str, ...] = ("task", "reflection", "behaviour")
@@ -210,8 +221,8 @@ def make_reward_funcs(config: RewardConfig | None = None, terms: tuple[str, ...]
     config = config or RewardConfig()
 
     def r_task(prompts: list, completions: list, **kwargs: Any) -> list[float]:
-        return [config.alpha * task_reward(read_episode(_conversation(p, c, i, kwargs)), _final_evaluation(i, kwargs))
-                for i, (p, c) in enumerate(zip(prompts, completions))]
+        views = [read_episode(_conversation(p, c, i, kwargs)) for i, (p, c) in enumerate(zip(prompts, completions))]
+        return [config.alpha * task_reward(v, _final_evaluation(i, kwargs, v)) for i, v in enumerate(views)]
 
     def r_ref(prompts: list, completions: list, **kwargs: Any) -> list[float]:
         return [config.beta * reflection_reward(read_episode(_conversation(p, c, i, kwargs)))

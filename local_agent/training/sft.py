@@ -33,19 +33,27 @@ class SFTSettings:
     # TRL turns it on by default; on a CPU a 135M model's activations fit easily, and recomputing them costs
     # about a third more time per step
     gradient_checkpointing: bool = False
+    # False: tool calls stay the paper's <tool_call> text in the agent's message (SmolLM2, ``rollouts: loop``);
+    # True: they become the chat template's own tool_calls (Qwen…), as ``rollouts: environment`` will parse them
+    native_tool_calls: bool = False
 
 
-def load_trajectories(path: Path) -> Any:
+def load_trajectories(path: Path, native_tool_calls: bool = False) -> Any:
     """The JSONL as a ``datasets.Dataset`` with only the ``messages`` column (meta stays in the file)."""
     from datasets import Dataset
 
     import json
 
+    from ..protocol import native_tool_calls as to_native
+    from .environment import tool_schemas
+
+    schemas = json.dumps(tool_schemas()) if native_tool_calls else None
     rows = []
     for line in Path(path).read_text().splitlines():
         if line.strip():
-            rows.append({"messages": [{"role": m["role"], "content": m["content"]}
-                                      for m in json.loads(line)["messages"]]})
+            messages = [{"role": m["role"], "content": m["content"]} for m in json.loads(line)["messages"]]
+            rows.append({"messages": to_native(messages), "tools": schemas} if native_tool_calls
+                        else {"messages": messages})
     if not rows:
         raise ValueError(f"{path}: no trajectories")
     return Dataset.from_list(rows)
@@ -56,9 +64,10 @@ def build_sft_trainer(settings: SFTSettings, model: Any = None, tokenizer: Any =
     from trl import SFTConfig, SFTTrainer
 
     from ..smollm import load_smollm2
+    from .models import load_policy
 
     if model is None:
-        model, tokenizer = load_smollm2("float32", settings.model_dir)
+        model, tokenizer = load_policy(settings.model_dir) if settings.model_dir else load_smollm2("float32")
     use_training_template(tokenizer)
     peft_config = None
     if settings.lora:
@@ -74,8 +83,9 @@ def build_sft_trainer(settings: SFTSettings, model: Any = None, tokenizer: Any =
                        report_to=[], seed=settings.seed, use_cpu=not _has_cuda(), bf16=False,
                        dataloader_num_workers=0, disable_tqdm=False,
                        gradient_checkpointing=settings.gradient_checkpointing)
-    return SFTTrainer(model=model, args=config, train_dataset=load_trajectories(settings.data),
-                      processing_class=tokenizer, peft_config=peft_config)
+    dataset = load_trajectories(settings.data, settings.native_tool_calls)
+    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=peft_config)
 
 
 def _has_cuda() -> bool:

@@ -14,8 +14,9 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def build_tiny_chat_model(folder: Path, corpus: Iterable[str], vocab_size: int = 600, hidden: int = 32,
-                          layers: int = 2, seed: int = 0) -> Path:
-    """Train a byte-level BPE on ``corpus``, wrap it with SmolLM2's ChatML template, save it with a random Llama."""
+                          layers: int = 2, seed: int = 0, chat_template: str = CHATML_TEMPLATE) -> Path:
+    """Train a byte-level BPE on ``corpus``, wrap it with a chat template (SmolLM2's ChatML unless given, e.g.
+    Qwen3's, which calls tools), save it with a random Llama."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -29,7 +30,7 @@ def build_tiny_chat_model(folder: Path, corpus: Iterable[str], vocab_size: int =
     bpe.train_from_iterator(list(corpus), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>", unk_token="<|endoftext|>")
-    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.chat_template = chat_template
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,

