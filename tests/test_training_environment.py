@@ -216,14 +216,19 @@ def test_environment_grpo_two_steps_train_and_save(qwen_dir, shared_data, tmp_pa
     assert load_policy(tmp_path / "saved")[0].config.vocab_size == model.config.vocab_size
 
 
-def test_environment_rollouts_refuse_a_template_that_cannot_call_tools(shared_data, corpus, tmp_path):
+def test_native_tool_calls_refuse_a_template_that_cannot_render_them(shared_data, corpus, tmp_path):
     from local_agent.tools.base import BackendUnavailable
     from local_agent.training.grpo import build_grpo_trainer
     from local_agent.training.tiny import build_tiny_chat_model
 
+    from local_agent.smollm import load_smollm2
+    from local_agent.training.sft import SFTSettings, build_sft_trainer
+
     chatml = build_tiny_chat_model(tmp_path / "chatml", ["hello world"] * 4, vocab_size=300)
     with pytest.raises(ValueError, match="rollouts: loop"):
         build_grpo_trainer(settings_for(shared_data, tmp_path / "g", chatml))
+    with pytest.raises(ValueError, match="need a chat template that renders tool calls"):  # would drop every call
+        build_sft_trainer(SFTSettings(corpus, tmp_path / "s", native_tool_calls=True), *load_smollm2("float32", chatml))
     with pytest.raises(BackendUnavailable, match="needs a policy folder"):
         build_grpo_trainer(settings_for(shared_data, tmp_path / "g", None))
     with pytest.raises(BackendUnavailable, match="config.json"):

@@ -98,15 +98,6 @@ def build_dataset(tasks: list[Any], tool_specs: list[dict[str, Any]], environmen
     return Dataset.from_list(rows)
 
 
-def require_tool_calling(processing_class: Any) -> None:
-    """One line instead of TRL's error deep in the trainer when the template cannot call tools."""
-    from trl.chat_template_utils import supports_tool_calling
-
-    if not supports_tool_calling(processing_class):
-        raise ValueError("rollouts: environment needs a chat template that renders tool calls and tool messages "
-                         "(Qwen2.5, Qwen3, Qwen3-VL, Llama 3.1 …); this policy's does not: use rollouts: loop")
-
-
 def build_grpo_trainer(settings: GRPOSettings, model: Any = None, tokenizer: Any = None,
                        extra_reward_funcs: list[Any] | None = None) -> tuple[Any, list[Any]]:
     """The trainer and the list its rollouts are appended to (loop: the traced episodes; environment: each
@@ -118,7 +109,7 @@ def build_grpo_trainer(settings: GRPOSettings, model: Any = None, tokenizer: Any
     from ..tools import build_tools
     from ..tools.base import BackendUnavailable
     from .chat_format import use_training_template
-    from .models import is_processor, load_policy
+    from .models import is_processor, load_policy, require_tool_calling
     from .rollout import make_rollout_func, sample_tasks
 
     if settings.rollouts not in ("loop", "environment"):
@@ -146,6 +137,7 @@ def build_grpo_trainer(settings: GRPOSettings, model: Any = None, tokenizer: Any
                   num_generations=settings.num_generations, per_device_train_batch_size=settings.num_generations,
                   gradient_accumulation_steps=1, temperature=settings.temperature, top_p=settings.top_p,
                   logging_steps=1, save_strategy="no", report_to=[], seed=settings.seed,
+                  # a GPU VLM run trains in bf16 (its weights load as bf16); the CPU path stays float32
                   use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available() and environment,
                   remove_unused_columns=False, disable_tqdm=False,
                   gradient_checkpointing=settings.gradient_checkpointing)

@@ -33,3 +33,14 @@ def is_processor(processing_class: Any) -> bool:
     from transformers import ProcessorMixin
 
     return isinstance(processing_class, ProcessorMixin)
+
+
+def require_tool_calling(processing_class: Any) -> None:
+    """One line, before any training, when the chat template cannot render tool calls: GRPO's environment
+    rollouts would fail deep in TRL, and SFT with native tool calls would silently drop every call."""
+    from trl.chat_template_utils import supports_tool_calling
+
+    if not supports_tool_calling(processing_class):
+        raise ValueError("native tool calls (SFT --native-tool-calls, GRPO rollouts: environment) need a chat template "
+                         "that renders tool calls and tool messages (Qwen2.5, Qwen3, Qwen3-VL, Llama 3.1 …); this "
+                         "policy's does not: train it with the paper's text protocol (rollouts: loop)")

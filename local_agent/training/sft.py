@@ -39,7 +39,8 @@ class SFTSettings:
 
 
 def load_trajectories(path: Path, native_tool_calls: bool = False) -> Any:
-    """The JSONL as a ``datasets.Dataset`` with only the ``messages`` column (meta stays in the file)."""
+    """The JSONL as a ``datasets.Dataset``: ``messages`` (meta stays in the file), and with native tool calls the
+    ``tools`` schemas TRL renders into the system prompt."""
     from datasets import Dataset
 
     import json
@@ -64,10 +65,12 @@ def build_sft_trainer(settings: SFTSettings, model: Any = None, tokenizer: Any =
     from trl import SFTConfig, SFTTrainer
 
     from ..smollm import load_smollm2
-    from .models import load_policy
+    from .models import load_policy, require_tool_calling
 
     if model is None:
         model, tokenizer = load_policy(settings.model_dir) if settings.model_dir else load_smollm2("float32")
+    if settings.native_tool_calls:
+        require_tool_calling(tokenizer)
     use_training_template(tokenizer)
     peft_config = None
     if settings.lora:
