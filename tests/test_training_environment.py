@@ -72,23 +72,26 @@ def settings_for(shared_data, out: Path, model_dir: Path, **changes):
     return GRPOSettings.load(None).replace(**{**options, **changes})
 
 
-def train_on_script(settings) -> tuple[object, list[str]]:
+def train_on_script(settings, model=None, processing_class=None, **kwargs) -> tuple[object, list[str], list]:
     """GRPO steps whose policy turns are SCRIPT's, in Qwen's format, instead of generated ones (the turn is the
-    number of tool responses so far); returns the trainer and every prompt the policy was asked to continue."""
+    number of tool responses so far). Returns the trainer, every prompt the policy was asked to continue and, per
+    generation call, how many images each rollout had in its context."""
     from local_agent.training.grpo import build_grpo_trainer
 
-    trainer, _ = build_grpo_trainer(settings)
-    tok = trainer.processing_class
+    trainer, _ = build_grpo_trainer(settings, model, processing_class, **kwargs)
+    tok = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
     prompts: list[str] = []
+    images_seen: list[list[int]] = []
 
     def scripted_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         prompts.extend(tok.decode(ids) for ids in prompt_ids)
+        images_seen.append([len(i) if i else 0 for i in images] if images else [0] * len(prompt_ids))
         return [tok(native_turn(tok.decode(ids).count("<tool_response>")) + "<|im_end|>",
                     add_special_tokens=False)["input_ids"] for ids in prompt_ids], None
 
     trainer._generate_single_turn = scripted_turn
     trainer.train()
-    return trainer, prompts
+    return trainer, prompts, images_seen
 
 
 # ------------------------------------------------------------------------------------------ the environment
@@ -175,7 +178,7 @@ def test_environment_rollouts_score_like_the_agent_loop(qwen_dir, tools, task, s
     from local_agent.loop import run_episode
     from local_agent.training.rewards import RewardConfig, reward_terms
 
-    trainer, _ = train_on_script(settings_for(shared_data, tmp_path / "g", qwen_dir))
+    trainer, _, _ = train_on_script(settings_for(shared_data, tmp_path / "g", qwen_dir))
     log = next(h for h in trainer.state.log_history if "reward" in h)
     assert log["tools/call_frequency"] == pytest.approx(len(SCRIPT)) and log["tools/failure_frequency"] == 0
 
@@ -270,7 +273,7 @@ def test_native_tools_policy_sees_at_synth_time_what_grpo_showed_it(qwen_dir, to
     from local_agent.loop import run_episode
     from local_agent.policies.vlm import VLMPolicy
 
-    _, in_grpo = train_on_script(settings_for(shared_data, tmp_path / "g", qwen_dir))
+    _, in_grpo, _ = train_on_script(settings_for(shared_data, tmp_path / "g", qwen_dir))
 
     policy = VLMPolicy(engine="text", model=str(qwen_dir), native_tools=True, max_new_tokens=4)
     engine = policy.role.engine
@@ -298,3 +301,24 @@ def test_native_tools_policy_sees_at_synth_time_what_grpo_showed_it(qwen_dir, to
     for synth, grpo in zip(at_synth, first_rollout):
         assert empty_think.sub("", synth) == empty_think.sub("", grpo)
     assert "<tools>" in at_synth[0] and at_synth[-1].count("<tool_response>") == len(SCRIPT)
+
+
+def test_a_vlm_policy_sees_image_1_and_every_attempt_in_grpo(corpus, shared_data, tmp_path):
+    """A tiny Qwen3-VL on the environment rollouts: image 1 comes with the task, each image_gen result with its tool
+    response, and the images reach the policy-gradient forward — the vision tower's weights move."""
+    import torch
+    from tiny_backends import build_tiny_qwen3_vl
+
+    model, processor = build_tiny_qwen3_vl(tmp_path, trajectory_texts(corpus) + [native_turn(k) for k in range(5)])
+    vision = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("model.visual.")}
+    settings = settings_for(shared_data, tmp_path / "g", tmp_path / "model", learning_rate=1e-2)
+    rank = lambda prompts, completions, **kwargs: [float(i) for i in range(len(completions))]  # noqa: E731
+    trainer, prompts, images = train_on_script(settings, model, processor, extra_reward_funcs=[rank])
+    log = next(h for h in trainer.state.log_history if "reward" in h)
+    assert log["tools/call_frequency"] == pytest.approx(len(SCRIPT)) and log["tools/failure_frequency"] == 0
+    # per turn, the images in the policy's context: image 1 until image_gen answers, then image 1 and attempt 2
+    assert images == [[1, 1], [1, 1], [2, 2], [2, 2], [2, 2]]
+    assert all(p.count("<|vision_start|>") == n for p, n in zip(prompts[::2], [1, 1, 2, 2, 2]))
+    assert log["rewards/r_task/mean"] > 0 and log["rewards/r_beh/mean"] == pytest.approx(0.2 * 1.5)
+    moved = [n for n, p in trainer.model.named_parameters() if n in vision and not torch.equal(vision[n], p.detach())]
+    assert moved, "no gradient reached the vision tower: the images were not in the forward pass"

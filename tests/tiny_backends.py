@@ -158,6 +158,54 @@ def build_tiny_vlm(folder: Path) -> Path:
     return folder
 
 
+QWEN_VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+def build_tiny_qwen3_vl(folder: Path, corpus: list[str]):
+    """A tiny random Qwen3-VL (saved and loaded back) and its processor, built in memory.
+
+    The processor cannot be built the normal way on a machine without torchvision: Qwen3VLProcessor insists on its
+    video processor, which needs torchvision even when no video is ever passed. So this one is assembled from its
+    parts (tokenizer with Qwen3-VL's chat template, the PIL image processor returning tensors as the torchvision
+    one does) without the constructor's class check. Everything downstream — chat template, image tokens, the
+    model's vision tower — is the real Qwen3-VL code.
+    """
+    import torch
+    from transformers import AutoTokenizer, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from trl.chat_template_utils import qwen3_vl_chat_template
+
+    from local_agent.training.tiny import build_tiny_chat_model
+
+    build_tiny_chat_model(folder / "tokenizer", corpus, chat_template=qwen3_vl_chat_template)
+    tok = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    tok.add_special_tokens({"additional_special_tokens": QWEN_VISION_TOKENS})
+    processor = Qwen3VLProcessor.__new__(Qwen3VLProcessor)
+    processor.image_processor = Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=64 * 64, patch_size=16,
+                                                         merge_size=2, temporal_patch_size=2, return_tensors="pt")
+    processor.tokenizer, processor.video_processor, processor.chat_template = tok, None, qwen3_vl_chat_template
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_VISION_TOKENS}
+    processor.image_token, processor.image_token_id = "<|image_pad|>", ids["<|image_pad|>"]
+    processor.video_token, processor.video_token_id = "<|video_pad|>", ids["<|video_pad|>"]
+    processor.vision_start_token, processor.vision_start_token_id = "<|vision_start|>", ids["<|vision_start|>"]
+    processor.vision_end_token, processor.vision_end_token_id = "<|vision_end|>", ids["<|vision_end|>"]
+    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, num_key_value_heads=2, head_dim=16, max_position_embeddings=8192,
+                rope_scaling={"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+                tie_word_embeddings=True, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=32, num_position_embeddings=64, deepstack_visual_indexes=[1])
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                           video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                           vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    model.save_pretrained(folder / "model")  # GRPO loads its reference policy from the model's folder
+    return Qwen3VLForConditionalGeneration.from_pretrained(folder / "model", local_files_only=True), processor
+
+
 _BUILT: dict[str, dict] = {}
 
 
