@@ -114,6 +114,26 @@ def test_environment_runs_the_real_tools_and_reports_mistakes_as_observations(to
     assert len(env.workspace.images) == 1 and env.attempts == 0 and not env.workspace.masks
 
 
+def test_a_backend_failure_stops_the_run_instead_of_reaching_the_policy(tools, task):
+    """TRL turns any exception of a tool into an error message for the model; a broken backend must not train it."""
+    from local_agent.training.environment import SynthesisEnvironment
+    from local_agent.training.rewards import make_reward_funcs
+
+    class Broken:
+        def __call__(self, workspace, **arguments):
+            raise OSError("CUDA out of memory")
+
+    env = SynthesisEnvironment({**tools, "image_gen": Broken()})
+    env.reset(task=task.to_json())
+    with pytest.raises(OSError):
+        env.image_gen(PROMPT)
+    completion = [{"role": "assistant", "content": "<answer>{}</answer>"}]
+    with pytest.raises(RuntimeError, match="stopped by a tool backend.*image_gen failed: OSError: CUDA out of memory"):
+        make_reward_funcs()[0]([[]], [completion], environments=[env])
+    env.reset(task=task.to_json())
+    assert make_reward_funcs()[0]([[]], [completion], environments=[env]) == [0.0]
+
+
 def test_vlm_environment_shows_image_1_and_every_attempt(tools, task):
     from PIL import Image
 

@@ -38,7 +38,8 @@ class SynthesisEnvironment:
 
     ``show_images``: image 1 is appended to the task message and each image_gen result is returned with its tool
     response as an image (VLM policies); off, the policy reads the tools' JSON only (text policies).
-    Model mistakes (a ToolError, the attempt limit) come back as the loop's ``[Error] …`` observation.
+    Model mistakes (a ToolError, the attempt limit) come back as the loop's ``[Error] …`` observation; a backend
+    that fails otherwise is kept in ``failure`` and the rewards stop the run on it, as the agent loop would.
     """
 
     def __init__(self, tools: Mapping[str, Any], max_attempts: int = 3, show_images: bool = False,
@@ -46,6 +47,7 @@ class SynthesisEnvironment:
         self.tools, self.max_attempts, self.show_images, self.on_reset = tools, max_attempts, show_images, on_reset
         self.workspace: Any = None
         self.attempts = 0
+        self.failure: str | None = None  # a backend that could not run (not a model mistake): stops training
 
     def reset(self, task: str = "", **_: Any) -> list[dict[str, Any]] | None:
         """Load the task's normal image; TRL appends what this returns to the task message."""
@@ -58,7 +60,7 @@ class SynthesisEnvironment:
         t = Task(**json.loads(task))
         image = load_image(Path(t.source)).rgb
         self.workspace = Workspace(category=t.category, anomaly_type=t.anomaly_type, images=[image], seed=t.seed)
-        self.attempts = 0
+        self.attempts, self.failure = 0, None
         if self.on_reset:
             self.on_reset(t)
         return image_content(image) if self.show_images else None
@@ -75,6 +77,9 @@ class SynthesisEnvironment:
             result = self.tools[name](self.workspace, **{k: v for k, v in arguments.items() if v not in ("", None)})
         except ToolError as e:
             return error_observation(f"{name}: {e}")
+        except Exception as e:  # TRL would hand any exception to the policy as a tool error; keep it for the rewards
+            self.failure = f"{name} failed: {type(e).__name__}: {e}"
+            raise
         text = format_tool_response(name, result)
         if name == "image_gen":
             self.attempts += 1
@@ -127,6 +132,7 @@ class SynthesisEnvironment:
             image_index: the attempt to segment
         """
         return self._call("mask_gen", image_index=image_index)
+
 
 def answer_evaluation(environment: SynthesisEnvironment, image_index: Any) -> dict[str, Any] | None:
     """The judge's verdict on the image an answer names (R_task); None for an image that does not exist.

@@ -191,6 +191,9 @@ def _conversation(prompt: Any, completion: Any, index: int, kwargs: Mapping[str,
     (TRL's tool-calling messages translated to the paper's protocol)."""
     from ..protocol import protocol_messages
 
+    environments = kwargs.get("environments")
+    if environments is not None and environments[index].failure:
+        raise RuntimeError(f"GRPO rollout stopped by a tool backend, not the policy: {environments[index].failure}")
     episodes = kwargs.get("episode_messages")
     if episodes is not None:
         return list(episodes[index])
