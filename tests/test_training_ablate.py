@@ -24,6 +24,13 @@ def test_row_profiles(tmp_path):
     sft = row_profile(by_name["+SFT"], base, models)
     assert sft["policy"] == {"backend": "smollm2", "model_dir": str(tmp_path / "sft")}
     assert row_profile(by_name["+RL"], base, models) is None
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "config.json").write_text('{"model_type": "qwen3_vl", "vision_config": {}}')
+    native = row_profile(by_name["+SFT"], base, models, native_tools=True)["policy"]
+    assert {k: native[k] for k in ("backend", "engine", "model", "native_tools")} == \
+        {"backend": "vlm", "engine": "transformers", "model": str(tmp_path / "sft"), "native_tools": True}
+    (tmp_path / "sft" / "config.json").write_text('{"model_type": "qwen3"}')
+    assert row_profile(by_name["+SFT"], base, models, native_tools=True)["policy"]["engine"] == "text"
     # δ for the KR rows only: the rows without KR keep the base profile's policy
     assert row_profile(by_name["+KR"], base, models, kr_threshold=4)["policy"]["kr_threshold"] == 4.0
     assert row_profile(by_name["+PG+QE"], base, models, kr_threshold=4)["policy"] == base["policy"]

@@ -48,9 +48,11 @@ ROWS = (
 
 
 def row_profile(row: Row, base: dict[str, Any], models: dict[str, Path | None],
-                kr_threshold: float | None = None) -> dict[str, Any] | None:
+                kr_threshold: float | None = None, native_tools: bool = False) -> dict[str, Any] | None:
     """The profile one row runs with, or None when its policy checkpoint was not given. ``kr_threshold`` sets the
-    scripted policy's δ in the rows with KR (None: the base profile's)."""
+    scripted policy's δ in the rows with KR (None: the base profile's). ``native_tools``: the checkpoints call tools
+    in their chat template's format (SFT --native-tool-calls, GRPO rollouts: environment), so they run as the
+    ``vlm`` policy that renders turns as in training, on the transformers engine for a VLM folder."""
     profile = copy.deepcopy(base)
     if row.knowledge:
         profile["tools"]["knowledge_retrieval"] = {"backend": "faiss"}
@@ -60,8 +62,24 @@ def row_profile(row: Row, base: dict[str, Any], models: dict[str, Path | None],
         model = models.get(row.model_flag)
         if model is None:
             return None
-        profile["policy"] = {"backend": "smollm2", "model_dir": str(model)}
+        if native_tools:
+            profile["policy"] = {"backend": "vlm", "engine": "transformers" if _is_vlm_folder(model) else "text",
+                                 "model": str(model), "native_tools": True, **_accelerator()}
+        else:
+            profile["policy"] = {"backend": "smollm2", "model_dir": str(model)}
     return profile
+
+
+def _is_vlm_folder(folder: Path) -> bool:
+    config = Path(folder) / "config.json"
+    return config.is_file() and "vision_config" in json.loads(config.read_text())
+
+
+def _accelerator() -> dict[str, str]:
+    """Engine placement for the policy rows: the GPU in bfloat16 when there is one, else the engine's CPU default."""
+    import torch
+
+    return {"device": "cuda", "dtype": "bfloat16"} if torch.cuda.is_available() else {}
 
 
 def slug(name: str) -> str:
@@ -70,7 +88,8 @@ def slug(name: str) -> str:
 
 def run_ablation(data: Path, out: Path, models: dict[str, Path | None], n_per_type: int, seed: int,
                  base_profile: dict[str, Any], fast: bool = True, tables: tuple[str, ...] = ("4", "5"),
-                 reporter: Any = None, kr_threshold: float | None = None) -> list[dict[str, Any]]:
+                 reporter: Any = None, kr_threshold: float | None = None,
+                 native_tools: bool = False) -> list[dict[str, Any]]:
     """Run (or reuse) each row's harness evaluation; return one summary dict per row."""
     from ..evaluation.harness import EvalConfig, evaluate
 
@@ -79,7 +98,7 @@ def run_ablation(data: Path, out: Path, models: dict[str, Path | None], n_per_ty
     for row in ROWS:
         if row.table not in tables:
             continue
-        profile = row_profile(row, base_profile, models, kr_threshold)
+        profile = row_profile(row, base_profile, models, kr_threshold, native_tools)
         summary: dict[str, Any] = {"table": row.table, "row": row.name, "method": row.method}
         if profile is None:
             rows.append({**summary, "status": f"not run: no --{row.model_flag.replace('_', '-')} given"})
@@ -132,9 +151,12 @@ def markdown_table(rows: list[dict[str, Any]], category: str) -> str:
               help="δ of the rows with KR: the scripted policy calls KR when the judge's lower score is below it. "
                    "4 = after every failed attempt of the heuristic judge, whose failures score 3 or 4 (at the "
                    "profile default 3 KR is never called and +KR equals +PG+QE).")
+@click.option("--native-tools", is_flag=True,
+              help="The policy folders call tools in their chat template's format (SFT --native-tool-calls, GRPO "
+                   "rollouts: environment, e.g. Qwen3-VL): run them as the vlm policy with native_tools.")
 def ablate(data: Path, out: Path, n_per_type: int, seed: int, profile: str, sft_model: Path | None,
            rl_model: Path | None, rl_task_model: Path | None, rl_ref_model: Path | None, tables: tuple[str, ...],
-           full_metrics: bool, kr_threshold: float) -> None:
+           full_metrics: bool, kr_threshold: float, native_tools: bool) -> None:
     """Table 4 and Table 5 ablation rows, each scored with `local-agent evaluate`'s harness; one table out."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -155,7 +177,7 @@ def ablate(data: Path, out: Path, n_per_type: int, seed: int, profile: str, sft_
     try:
         with progress:
             rows = run_ablation(data, out, models, n_per_type, seed, load_profile(profile), not full_metrics, tables,
-                                Reporter(start=start, log=progress.console.print), kr_threshold)
+                                Reporter(start=start, log=progress.console.print), kr_threshold, native_tools)
     except (EvaluationError, LayoutError, ProfileError, BackendUnavailable, ValueError) as e:
         raise click.ClickException(str(e)) from None
     table = markdown_table(rows, data.name)
