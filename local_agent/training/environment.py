@@ -134,14 +134,13 @@ class SynthesisEnvironment:
         return self._call("mask_gen", image_index=image_index)
 
 
-def answer_evaluation(environment: SynthesisEnvironment, image_index: Any) -> dict[str, Any] | None:
-    """The judge's verdict on the image an answer names (R_task); None for an image that does not exist.
-    (A function, not a method: TRL offers every public method of the environment to the policy as a tool.)"""
-    ws, tools = environment.workspace, environment.tools
-    images = ws.images if ws is not None else []
+def answer_evaluation(workspace: Any, tools: Mapping[str, Any], image_index: Any) -> dict[str, Any] | None:
+    """The judge's verdict on the image an answer names (R_task), or None for an image that does not exist.
+    (Not a method of the environment: TRL offers every public method to the policy as a tool.)"""
+    images = workspace.images if workspace is not None else []
     if "quality_eval" not in tools or not isinstance(image_index, int) or not 2 <= image_index <= len(images):
         return None
-    return tools["quality_eval"](ws, image_index=image_index)
+    return tools["quality_eval"](workspace, image_index=image_index)
 
 
 def environment_factory(tools: Mapping[str, Any], max_attempts: int, show_images: bool,

@@ -194,20 +194,31 @@ def score_policy(settings: GRPOSettings, model: Any = None, tokenizer: Any = Non
     from ..tools import build_tools
     from .chat_format import use_training_template
     from .rewards import reward_terms
-    from .rollout import run_traced_episode, sample_tasks
+    from .rollout import run_policy_episode, run_traced_episode, sample_tasks
 
-    if settings.rollouts != "loop":
-        raise ValueError("train score replays the agent loop (rollouts: loop); an environment-trained policy's "
-                         "per-step rewards are in its grpo_log.json")
-    if model is None:
-        model, tokenizer = load_smollm2("float32", settings.model_dir)
-    use_training_template(tokenizer)
-    model.eval()
     tools = build_tools(load_profile(settings.profile)["tools"])
-    generation = GenerationSettings(settings.max_new_tokens, not greedy, settings.temperature, settings.top_p)
+    if settings.rollouts == "environment":
+        # the policy as it was trained: its template's tool calls and schemas (``vlm`` with ``native_tools``)
+        if settings.model_dir is None:
+            raise ValueError("train score with rollouts: environment needs the policy folder (--model)")
+        from ..profile import build_policy
+        from .models import native_policy
+
+        policy = build_policy(native_policy(settings.model_dir, settings.max_new_tokens,
+                                            0.0 if greedy else settings.temperature))
+        run = lambda task: run_policy_episode(policy, tools, task, settings.max_attempts,  # noqa: E731
+                                              settings.max_turns)
+    else:
+        if model is None:
+            model, tokenizer = load_smollm2("float32", settings.model_dir)
+        use_training_template(tokenizer)
+        model.eval()
+        generation = GenerationSettings(settings.max_new_tokens, not greedy, settings.temperature, settings.top_p)
+        run = lambda task: run_traced_episode(model, tokenizer, tools, task, generation,  # noqa: E731
+                                              settings.max_attempts, settings.max_turns)
     episodes = []
     for task in sample_tasks(settings.data, settings.n_prompts, settings.seed):
-        r = run_traced_episode(model, tokenizer, tools, task, generation, settings.max_attempts, settings.max_turns)
+        r = run(task)
         terms = reward_terms(r["messages"], settings.reward, r["final_evaluation"])
         episodes.append({**terms, "prompt": task.__dict__, "answered": r["answered"], "seconds": r["seconds"],
                          "generated_tokens": r["generated_tokens"],

@@ -44,3 +44,23 @@ def require_tool_calling(processing_class: Any) -> None:
         raise ValueError("native tool calls (SFT --native-tool-calls, GRPO rollouts: environment) need a chat template "
                          "that renders tool calls and tool messages (Qwen2.5, Qwen3, Qwen3-VL, Llama 3.1 …); this "
                          "policy's does not: train it with the paper's text protocol (rollouts: loop)")
+
+
+def is_vlm_folder(folder: Path) -> bool:
+    """A ``save_pretrained`` folder whose config has a ``vision_config`` (read without loading anything)."""
+    import json
+
+    config = Path(folder) / "config.json"
+    return config.is_file() and "vision_config" in json.loads(config.read_text())
+
+
+def native_policy(folder: Path, max_new_tokens: int = 384, temperature: float = 0.0) -> dict[str, Any]:
+    """The ``policy:`` profile entry that runs a checkpoint trained on its template's own tool calls as it was
+    trained (``vlm`` with ``native_tools``): the transformers engine for a VLM folder, the text engine otherwise,
+    on the GPU in bfloat16 when there is one."""
+    import torch
+
+    placement = {"device": "cuda", "dtype": "bfloat16"} if torch.cuda.is_available() else {}
+    return {"backend": "vlm", "engine": "transformers" if is_vlm_folder(folder) else "text", "model": str(folder),
+            "native_tools": True, "max_new_tokens": max_new_tokens, "temperature": temperature, **placement}
+

@@ -211,7 +211,8 @@ def _final_evaluation(index: int, kwargs: Mapping[str, Any], view: EpisodeView) 
     if environments is not None and view.answer is not None:
         from .environment import answer_evaluation
 
-        return answer_evaluation(environments[index], view.answer.get("final_image_index"))
+        environment = environments[index]
+        return answer_evaluation(environment.workspace, environment.tools, view.answer.get("final_image_index"))
     return None
 
 

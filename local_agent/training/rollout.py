@@ -76,24 +76,29 @@ class TracingPolicy:
         return text
 
 
-def run_traced_episode(model: Any, tokenizer: Any, tools: dict[str, Any], task: Task, settings: GenerationSettings,
-                       max_attempts: int, max_turns: int) -> dict[str, Any]:
-    """One rollout: token trace, the episode's messages, and the judge's verdict on the answered image."""
+def run_policy_episode(policy: Any, tools: dict[str, Any], task: Task, max_attempts: int,
+                       max_turns: int) -> dict[str, Any]:
+    """One episode of any policy on a task: its messages and the judge's verdict on the answered image."""
     import time
 
     from ..images import load_image
     from ..loop import run_episode
+    from .environment import answer_evaluation
 
     started = time.perf_counter()
-    image = load_image(Path(task.source)).rgb
+    episode = run_episode(policy, tools, load_image(Path(task.source)).rgb, task.category, task.anomaly_type,
+                          seed=task.seed, max_attempts=max_attempts, max_steps=max_turns)
+    return {"messages": [{"role": m["role"], "content": m["content"]} for m in episode.messages],
+            "final_evaluation": answer_evaluation(episode.workspace, tools, episode.final_index),
+            "answered": episode.answer is not None, "seconds": time.perf_counter() - started,
+            "generated_tokens": None}
+
+
+def run_traced_episode(model: Any, tokenizer: Any, tools: dict[str, Any], task: Task, settings: GenerationSettings,
+                       max_attempts: int, max_turns: int) -> dict[str, Any]:
+    """One rollout: token trace, the episode's messages, and the judge's verdict on the answered image."""
     policy = TracingPolicy(model, tokenizer, settings)
-    episode = run_episode(policy, tools, image, task.category, task.anomaly_type, seed=task.seed,
-                          max_attempts=max_attempts, max_steps=max_turns)
-    final = None
-    index = episode.final_index
-    if index is not None and 2 <= index <= len(episode.workspace.images) and "quality_eval" in tools:
-        ws = episode.workspace
-        final = tools["quality_eval"](ws, image_index=index)
+    result = run_policy_episode(policy, tools, task, max_attempts, max_turns)
     completion, mask = list(policy.completion_ids), list(policy.env_mask)
     if tokenizer.eos_token_id in completion:  # end on the agent's last end-of-turn, not the template's newline
         while completion[-1] != tokenizer.eos_token_id and mask[-1] == 0:
@@ -101,10 +106,8 @@ def run_traced_episode(model: Any, tokenizer: Any, tools: dict[str, Any], task: 
             mask.pop()
     if not completion:
         completion, mask = [tokenizer.eos_token_id], [0]
-    return {"prompt_ids": policy.prompt_ids, "completion_ids": completion, "env_mask": mask,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in episode.messages],
-            "final_evaluation": final, "answered": episode.answer is not None,
-            "seconds": time.perf_counter() - started, "generated_tokens": sum(mask)}
+    return {**result, "prompt_ids": policy.prompt_ids, "completion_ids": completion, "env_mask": mask,
+            "generated_tokens": sum(mask)}
 
 
 def task_of(prompt: list[dict[str, Any]]) -> Task:
