@@ -158,9 +158,12 @@ def test_score_cli_reports_mean_reward_per_episode(tiny_dir, shared_data, tmp_pa
 def test_grpo_cli_saves_the_model_and_its_log(tiny_dir, shared_data, tmp_path):
     """``local-agent train grpo``: the policy folder loads back and ``grpo_log.json`` holds s/step and rewards."""
     out = tmp_path / "grpo"
-    run_train_cli("grpo", 1, tiny_dir, shared_data, tmp_path, out, "--max-steps", "1", "--num-generations", "2")
+    run_train_cli("grpo", 1, tiny_dir, shared_data, tmp_path, out, "--max-steps", "1", "--num-generations", "2",
+                  "--reward-terms", "task,reflection")
     log = json.loads((out / "grpo_log.json").read_text())
     assert log["steps"] == 1 and log["rollouts"] == 2 and len(log["rewards"]) == 1 and log["seconds_per_step"] > 0
+    trained_with = {k.split("/")[1] for k in log["log_history"][0] if k.startswith("rewards/")}
+    assert trained_with == {"r_task", "r_ref"}  # Table 5's "+R_ref" row: no behaviour term
     model, _ = load_tiny(out)
     assert model.config.vocab_size == load_tiny(tiny_dir)[0].config.vocab_size
 

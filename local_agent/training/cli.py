@@ -60,8 +60,12 @@ def sft_command(data: Path, output_dir: Path, model_dir: Path | None, epochs: fl
 @click.option("--rollouts", type=click.Choice(["loop", "environment"]), default=None,
               help="loop: our agent loop, the paper's text protocol (any chat model); environment: TRL's tool loop "
                    "(a tool-calling template; VLM policies see the images; vLLM via the config).")
+@click.option("--reward-terms", default=None,
+              help="Comma-separated terms of R to train with (Table 5 rows): task | task,reflection | "
+                   "task,reflection,behaviour (default: the config's).")
 def grpo_command(config_path: Path | None, data: Path | None, model_dir: Path | None, output_dir: Path | None,
-                 max_steps: int | None, num_generations: int | None, rollouts: str | None) -> None:
+                 max_steps: int | None, num_generations: int | None, rollouts: str | None,
+                 reward_terms: str | None) -> None:
     """GRPO with multi-turn rollouts through the real tools and R = α·R_task + β·R_ref + γ·R_beh."""
     from ..episode import save_json_atomic
     from ..tools.base import BackendUnavailable
@@ -69,8 +73,9 @@ def grpo_command(config_path: Path | None, data: Path | None, model_dir: Path | 
 
     try:
         settings = GRPOSettings.load(config_path)
+        terms = tuple(t.strip() for t in reward_terms.split(",") if t.strip()) if reward_terms else None
         overrides = {"data": data, "model_dir": model_dir, "output_dir": output_dir, "max_steps": max_steps,
-                     "num_generations": num_generations, "rollouts": rollouts}
+                     "num_generations": num_generations, "rollouts": rollouts, "reward_terms": terms}
         settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
         result = train_grpo(settings)
     except (BackendUnavailable, ValueError) as e:
