@@ -118,6 +118,7 @@ def build_grpo_trainer(settings: GRPOSettings, model: Any = None, tokenizer: Any
     if settings.use_vllm and not environment:
         raise ValueError("use_vllm generates on TRL's tool loop: set rollouts: environment (the loop path generates "
                          "with transformers)")
+    reward_funcs = [*make_reward_funcs(settings.reward, settings.reward_terms), *(extra_reward_funcs or [])]
     if model is None and environment:
         if settings.model_dir is None:
             raise BackendUnavailable("rollouts: environment needs a policy folder (--model / grpo.model_dir) whose "
@@ -141,7 +142,6 @@ def build_grpo_trainer(settings: GRPOSettings, model: Any = None, tokenizer: Any
                   use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available() and environment,
                   remove_unused_columns=False, disable_tqdm=False,
                   gradient_checkpointing=settings.gradient_checkpointing)
-    reward_funcs = [*make_reward_funcs(settings.reward, settings.reward_terms), *(extra_reward_funcs or [])]
     if environment:
         from .environment import environment_factory
 
