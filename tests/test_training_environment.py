@@ -1,5 +1,6 @@
-"""GRPO on TRL's own tool loop (``rollouts: environment``): the environment, the format translation both ways, and
-two-step runs on a tiny random model with Qwen3's chat template (which calls tools), built offline."""
+"""GRPO on TRL's own tool loop (``rollouts: environment``): the environment, the format translation both ways, SFT
+and GRPO on a tiny random model with Qwen3's chat template (which calls tools), a tiny Qwen3-VL that sees the
+images, and the same turns at synth time; all built offline."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import pytest
 from conftest import trajectory_texts
 
 from local_agent.profile import load_profile
+from local_agent.protocol import format_answer, format_tool_call
 
 pytest.importorskip("trl")
 
@@ -32,11 +34,11 @@ def native_turn(k: int) -> str:
 
 
 def protocol_turn(k: int) -> str:
+    """The k-th turn in the paper's protocol, as our loop's policies write it."""
     if k < len(SCRIPT):
         thinking, name, arguments = SCRIPT[k]
-        return f"<thinking>{thinking}</thinking><tool_call>{json.dumps({'name': name, 'arguments': arguments})}" \
-               "</tool_call>"
-    return f"<thinking>Done.</thinking><answer>{json.dumps(ANSWER)}</answer>"
+        return format_tool_call(name, arguments, thinking)
+    return format_answer(ANSWER, "Done.")
 
 
 @pytest.fixture(scope="module")
