@@ -10,16 +10,14 @@ NO_WEIGHTS = "without --model, SFT and GRPO start from SmolLM2-135M-Instruct (th
 def load_policy(model_dir: Path) -> tuple[Any, Any]:
     """(model, processing class) from a ``save_pretrained`` folder, local files only: a VLM (its config has a
     ``vision_config``) through AutoModelForImageTextToText + AutoProcessor, anything else as a causal LM."""
-    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
-                              AutoTokenizer)
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
     from ..tools.local_weights import check_transformers_folder
 
     model_dir = Path(model_dir)
-    check_transformers_folder(model_dir, "training policy", NO_WEIGHTS, processor=False)
-    vision = getattr(AutoConfig.from_pretrained(model_dir, local_files_only=True), "vision_config", None) is not None
+    vision = is_vlm_folder(model_dir)
+    check_transformers_folder(model_dir, "training policy", NO_WEIGHTS, processor=vision)
     if vision:
-        check_transformers_folder(model_dir, "training policy", NO_WEIGHTS)
         return (AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True),
                 AutoProcessor.from_pretrained(model_dir, local_files_only=True))
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
