@@ -52,8 +52,29 @@ def _gpu() -> tuple[bool, str]:
     return False, "no CUDA GPU visible (torch " + torch.__version__ + ")"
 
 
+def _option_problem(tool: str, config: dict[str, Any]) -> str | None:
+    """A wrong option of an embedded backend (``pass_location: high``), named the way synth would name it."""
+    from .tools.base import wrong_option
+
+    options = dict(config)
+    name = options.pop("backend", None)
+    if tool == "policy":
+        from .policies import POLICIES as backends
+    else:
+        try:
+            backends = getattr(importlib.import_module(f"local_agent.tools.{tool}"), "BACKENDS", {})
+        except ImportError:
+            return None
+    cls = backends.get(name)
+    return wrong_option(cls, "policy" if tool == "policy" else f"tools.{tool}", options) if isinstance(cls, type) \
+        else None
+
+
 def check_backend(tool: str, config: dict[str, Any], has_gpu: bool) -> tuple[bool, str]:
     """(ready, detail) for one tool/policy config, from folder checks only (nothing is loaded)."""
+    problem = _option_problem(tool, config)
+    if problem:
+        return False, problem
     ready, detail = _check_files(tool, config)
     device = str(config.get("device", "cpu"))
     if (device.startswith("cuda") or device == "auto") and not has_gpu:
@@ -134,20 +155,22 @@ def diagnose(extra_profiles: list[str] = ()) -> Diagnosis:
 @click.option("--profile", "profiles", multiple=True, help="Also check this profile (name or YAML path).")
 def doctor(profiles: tuple[str, ...]) -> None:
     """Show every backend as ready / missing what, and which profile will run here."""
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    from .cli import console as make_console
+
     result = diagnose(list(profiles))
-    console = Console()
-    console.print(f"GPU: {result.gpu}")
+    console = make_console(stderr=False, table=True)  # piped: full cells (the missing file's path), no wrapping
+    console.print(escape(f"GPU: {result.gpu}"))
     table = Table("tool", "backend", "status", "detail", "profiles")
     for c in result.checks:
-        table.add_row(c.tool, c.backend, "[green]ready[/]" if c.ready else "[red]missing[/]", c.detail,
-                      ", ".join(c.profiles))
+        table.add_row(escape(c.tool), escape(c.backend), "[green]ready[/]" if c.ready else "[red]missing[/]",
+                      escape(c.detail), escape(", ".join(c.profiles)))
     console.print(table)
     for name, verdict in result.profiles.items():
-        status = "[green]ready[/]" if verdict == "ready" else f"[red]cannot run[/] — {verdict}"
-        console.print(f"profile {name}: {status}")
+        status = "[green]ready[/]" if verdict == "ready" else f"[red]cannot run[/] — {escape(verdict)}"
+        console.print(f"profile {escape(name)}: {status}")
     best = result.best
-    console.print(f"`local-agent synth` runs the 'default' profile unless --profile is given; "
-                  f"the most capable ready profile here: {best or 'none'}.")
+    console.print(escape(f"`local-agent synth` runs the 'default' profile unless --profile is given; "
+                         f"the most capable ready profile here: {best or 'none'}."))

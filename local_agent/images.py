@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +67,25 @@ def load_image(path: Path) -> LoadedImage:
     return LoadedImage(rgb=rgb, grayscale=grayscale, note="; ".join(notes))
 
 
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new hidden temp file beside ``path``, opened with mode 0666 so the umask decides the permissions exactly as
+    for a plain ``open()`` (``tempfile.mkstemp`` makes 0600, which the rename would carry to the output)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: could not create a temporary file for {path.name}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers see the old file or the new, never half."""
+    """Write to a temp file in the same folder, fsync, then rename: readers see the old file or the new, never half.
+    The file gets the permissions a plain ``open()`` would give (the umask is respected)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -106,3 +120,10 @@ def save_mask_atomic(path: Path, mask: np.ndarray) -> None:
 
 def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def broken_links(folder: Path) -> list[Path]:
+    """Symbolic links with an image suffix whose target is gone: :func:`list_images` cannot see them, a manifest
+    should say they were left out."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_symlink() and not p.exists())

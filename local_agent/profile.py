@@ -24,8 +24,9 @@ def load_profile(name_or_path: str | Path | None = None) -> dict[str, Any]:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise ProfileError(f"profile file not found: {path}")
-        text = path.read_text()
+            raise ProfileError(f"profile file not found: {path}" if not path.exists() else
+                               f"profile {path} is not a file")
+        text = _read_text(path)
     else:
         packaged = PROFILE_DIR / f"{name}.yaml"
         if not packaged.is_file():
@@ -33,12 +34,26 @@ def load_profile(name_or_path: str | Path | None = None) -> dict[str, Any]:
         text = packaged.read_text()
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, RecursionError) as e:
         raise ProfileError(f"profile {name} is not valid YAML: {str(e).splitlines()[0]}") from e
     if not isinstance(data, dict) or not isinstance(data.get("tools"), dict):
         raise ProfileError(f"profile {name} needs a 'tools' mapping (one entry per tool with a 'backend')")
+    for tool, config in data["tools"].items():
+        if not isinstance(config, dict):
+            raise ProfileError(f"profile {name}: tools.{tool} must be a mapping with a 'backend' key, got {config!r}")
     data.setdefault("policy", {"backend": "scripted"})
+    if not isinstance(data["policy"], dict):
+        raise ProfileError(f"profile {name}: policy must be a mapping with a 'backend' key, got {data['policy']!r}")
     return data
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"profile {path} is not UTF-8 text (byte {e.start}); save it as UTF-8 YAML") from e
+    except OSError as e:
+        raise ProfileError(f"profile {path}: cannot read it ({e.strerror or e})") from e
 
 
 def build_policy(config: dict[str, Any]):
@@ -51,5 +66,8 @@ def build_policy(config: dict[str, Any]):
         raise ProfileError(f"unknown policy backend {name!r}; choose one of: {', '.join(POLICIES)}")
     try:
         return POLICIES[name](**options)
-    except TypeError as e:
-        raise ProfileError(f"bad options for policy {name!r}: {e}") from e
+    except (TypeError, ValueError) as e:
+        from .tools.base import wrong_option
+
+        raise ProfileError(f"bad options for policy {name!r}: {wrong_option(POLICIES[name], 'policy', options) or e}"
+                           ) from e

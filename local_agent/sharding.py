@@ -65,7 +65,7 @@ def shard_path(out: Path, rank: int, world_size: int) -> Path:
 
 
 def _lines(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.strip()
             if not line:
@@ -92,7 +92,8 @@ def merge_manifests(out: Path, key_fields: Sequence[str] = ("category", "anomaly
     for path in sources:
         for line in _lines(path):
             record = json.loads(line)
-            records[tuple(record.get(k) for k in key_fields)] = line
+            key = ("input", record["input"]) if "input" in record else tuple(record.get(k) for k in key_fields)
+            records[key] = line  # a bad input has a record of its own, keyed by its path
     ordered = sorted(records.items(), key=lambda kv: tuple(str(v) if not isinstance(v, int) else f"{v:09d}"
                                                            for v in kv[0]))
     atomic_write_bytes(out / "manifest.jsonl", "".join(line + "\n" for _, line in ordered).encode())

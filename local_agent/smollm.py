@@ -82,7 +82,9 @@ def smollm2_checkpoint() -> Path:
         os.rename(folder, stale)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would outlive the rename
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename: give what mkdir would
     try:
         convert_gguf(gguf, tmp)
         try:

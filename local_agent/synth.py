@@ -4,15 +4,16 @@ Output (``out``):
   <category>/test/<type>/NNN.png, <category>/ground_truth/<type>/NNN_mask.png   samples the judge passed
   <category>/failed/<type>/NNN.png (+ NNN_mask.png)                          best attempt of samples that never passed
   trajectories/<category>/<type>/NNN.json (+ NNN_img<k>.png attempts)        the full episode, for training
-  manifest.jsonl                                                             one line per finished sample
-  report.html (+ report_files/)                                              a contact sheet a person can open
+  manifest.jsonl                                                             one record per sample (and bad input)
+  report.html (+ report_files/<category>/<type>/)                            a contact sheet a person can open
 
+<category> and <type> are :func:`~local_agent.outputs.safe_name` of the given text (the manifest keeps the text).
 A sample is finished when its manifest line exists and its files are on disk; a rerun skips it. Files are written
 atomically before the manifest line, so an interrupted run (Ctrl-C, kill -9) loses at most the samples in flight.
+The manifest is compacted at the start and end of a run: one current record per sample, torn lines dropped.
 """
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import time
@@ -24,7 +25,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .catalog import KNOWN_TYPES
-from .images import (ImageRejected, IMAGE_SUFFIXES, list_images, load_image, save_mask_atomic, save_png_atomic)
+from .images import (ImageRejected, IMAGE_SUFFIXES, broken_links, list_images, load_image, save_mask_atomic,
+                     save_png_atomic)
+from .outputs import (UnsafePath, append_record, check_record_file, inside, read_records, remove_replaced, renamed,
+                      safe_name, write_records)
 from .report import write_report
 from .sharding import SHARD_GLOB, bind_local_gpu, finish_shard, process_rank, shard, shard_path, start_shard
 
@@ -79,38 +83,60 @@ def _mvtec_category_dir(path: Path) -> bool:
     return (path / "train" / "good").is_dir()
 
 
-def discover_sources(inputs: Iterable[Path], category: str | None = None) -> tuple[dict[str, list[Path]], list[str]]:
+def _folder_category(folder: Path) -> str:
+    """``mvtec/transistor/train/good`` is transistor's, not a category called "good"."""
+    folder = folder.resolve()
+    if folder.name == "good" and folder.parent.name in ("train", "test") and folder.parent.parent.name:
+        return folder.parent.parent.name
+    return folder.name or "root"
+
+
+def discover_sources(inputs: Iterable[Path], category: str | None = None
+                     ) -> tuple[dict[str, list[Path]], list[str], list[dict[str, Any]]]:
     """Group input images by category. Folders: an MVTec category folder (uses train/good) or a plain image folder;
-    files: their own category (MVTec layout parent, else ``category``, else the parent folder's name)."""
+    files: their own category (MVTec layout parent, else ``category``, else the parent folder's name).
+
+    Returns the sources, warnings, and one manifest record per input that cannot be used (missing path, broken
+    symbolic link, folder without images), so the manifest says what was left out.
+    """
     sources: dict[str, list[Path]] = {}
     warnings: list[str] = []
+    problems: list[dict[str, Any]] = []
+
+    def problem(path: Path, reason: str) -> None:
+        warnings.append(f"{path}: {reason}; skipped")
+        problems.append({"input": str(path), "category": category, "status": "error", "error": reason})
+
     for raw in inputs:
         path = Path(raw)
+        if path.is_symlink() and not path.exists():
+            problem(path, f"broken symbolic link (points to {os.readlink(path)})")
+            continue
         if not path.exists():
-            warnings.append(f"{path}: no such file or folder; skipped")
+            problem(path, "no such file or folder")
             continue
         if path.is_dir():
-            if _mvtec_category_dir(path):
-                cat, images = category or path.resolve().name, list_images(path / "train" / "good")
-            else:
-                cat, images = category or path.resolve().name, list_images(path)
+            folder = path / "train" / "good" if _mvtec_category_dir(path) else path
+            cat = category or _folder_category(path if folder == path else folder.parent.parent)
+            images = list_images(folder)
+            for link in broken_links(folder):
+                problem(link, f"broken symbolic link (points to {os.readlink(link)})")
             if not images:
-                warnings.append(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) found; skipped")
+                problem(path, f"no images ({', '.join(IMAGE_SUFFIXES)}) found")
                 continue
         else:
-            parents = path.resolve().parents
-            in_mvtec = len(parents) > 2 and parents[0].name == "good" and parents[1].name in ("train", "test")
-            cat = category or (parents[2].name if in_mvtec else parents[0].name)
+            cat = category or _folder_category(path.parent)
             images = [path]
-        sources.setdefault(cat, [])
-        sources[cat].extend(p for p in images if p not in sources[cat])
-    return sources, warnings
+        known = {p.resolve() for p in sources.setdefault(cat, [])}
+        sources[cat].extend(p for p in images if not (p.resolve() in known or known.add(p.resolve())))
+    return sources, warnings, problems
 
 
 def name_warnings(categories: Iterable[str], anomaly_types: Iterable[str]) -> list[str]:
     from .tools.painter.spec import kind_of
 
-    out = []
+    categories, anomaly_types = list(categories), list(anomaly_types)
+    out = renamed(categories, "category") + renamed(anomaly_types, "anomaly type")
     for cat in categories:
         if cat not in KNOWN_TYPES:
             out.append(f"category '{cat}' is not a known MVTec AD / VisA name: used as free text")
@@ -129,55 +155,69 @@ def sample_seed(seed: int, category: str, anomaly_type: str, index: int) -> int:
 
 
 def plan_jobs(sources: dict[str, list[Path]], anomaly_types: list[str], n: int, seed: int) -> list[Job]:
+    """One job per (category, type, index). A job depends on its own type's name, never on its position in the
+    request: the same sample comes out whatever other types are asked for, and in whatever order."""
     jobs = []
     for cat, paths in sources.items():
-        for t_i, anomaly_type in enumerate(anomaly_types):
+        for anomaly_type in anomaly_types:
+            start = zlib.crc32(anomaly_type.encode("utf-8", "surrogatepass"))  # types start on different images
             for i in range(n):
-                src = paths[(i + t_i * 7) % len(paths)]  # different types start on different images
+                src = paths[(start + i) % len(paths)]
                 jobs.append(Job(cat, anomaly_type, i, str(src), sample_seed(seed, cat, anomaly_type, i)))
     return jobs
 
 
 # ------------------------------------------------------------------------------------------ manifest and resume
+SAMPLE_FILES = ("image", "mask", "thumbs", "trajectory")   # record fields that name files under ``out``
+
+
+def _sample_key(r: dict[str, Any]) -> tuple[str, str, int]:
+    return r["category"], r["anomaly_type"], int(r["index"])
+
+
 def read_manifest(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
     """Last record per sample. A torn last line (kill -9 mid-write) is ignored, not fatal."""
-    records: dict[tuple[str, str, int], dict[str, Any]] = {}
-    if not path.exists():
-        return records
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            r = json.loads(line)
-            records[(r["category"], r["anomaly_type"], int(r["index"]))] = r
-        except (ValueError, KeyError, TypeError):
-            continue
-    return records
+    return read_records(path, _sample_key)  # type: ignore[return-value]
+
+
+def compact_manifest(path: Path, out: Path, input_errors: list[dict[str, Any]] | None = None) -> int:
+    """Rewrite ``path`` atomically with one record per sample (torn lines and older duplicates dropped).
+
+    ``input_errors`` (this run's unusable inputs, given when it starts) replace the input records of earlier runs;
+    None keeps them. A finished record whose files are gone (deleted by hand) is dropped too, so every file the
+    manifest lists exists. Returns the number of sample records kept.
+    """
+    if not path.is_file():
+        if not input_errors:
+            return 0
+        samples: dict = {}
+    else:
+        samples = read_manifest(path)
+    inputs = read_records(path, lambda r: ("input", r["input"])) if input_errors is None else {
+        ("input", r["input"]): r for r in input_errors}
+    kept = [r for r in samples.values() if r.get("status") not in ("passed", "failed") or is_finished(r, out)]
+    write_records(path, [*inputs.values(), *sorted(kept, key=lambda r: (str(r["category"]), str(r["anomaly_type"]),
+                                                                          int(r["index"])))])
+    return len(kept)
 
 
 def is_finished(record: dict[str, Any] | None, out: Path) -> bool:
     if not record or record.get("status") not in ("passed", "failed"):
         return False
-    return all((out / record[k]).is_file() for k in ("image", "mask") if record.get(k))
+    try:  # a record from an older run that wrote outside ``out`` is not a finished sample of this folder
+        return all(inside(out, record[k]).is_file() for k in ("image", "mask") if record.get(k))
+    except (UnsafePath, TypeError):
+        return False
 
 
 def append_manifest(path: Path, record: dict[str, Any]) -> None:
     """One line per sample, flushed and fsynced, so the manifest survives a crash up to the last finished sample."""
-    line = json.dumps(record, ensure_ascii=False) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _end_torn_line(manifest: Path) -> None:
-    """A run killed mid-line leaves a partial last line; end it so the next record starts on a line of its own."""
-    if manifest.exists() and manifest.stat().st_size:
-        with open(manifest, "rb+") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
+    append_record(path, record)
 
 
 def check_writable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise SynthError(f"output folder {out} exists and is not a folder; choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -190,8 +230,9 @@ def check_writable(out: Path) -> None:
 def remove_stale_temp_files(out: Path) -> int:
     n = 0
     for p in out.rglob(".*.tmp"):
-        p.unlink(missing_ok=True)
-        n += 1
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            n += 1
     return n
 
 
@@ -243,6 +284,7 @@ def run_job(job: Job, out: str, max_attempts: int, save_trajectory: bool = True)
     out_dir = Path(out)
     record: dict[str, Any] = {"category": job.category, "anomaly_type": job.anomaly_type, "index": job.index,
                               "source": job.source, "seed": job.seed}
+    cat_dir, type_dir = safe_name(job.category), safe_name(job.anomaly_type)
     t0 = time.perf_counter()
     try:
         loaded = load_image(Path(job.source))
@@ -256,6 +298,13 @@ def run_job(job: Job, out: str, max_attempts: int, save_trajectory: bool = True)
     except Exception as e:  # a bug on one odd image must not cost the other thousands of samples
         return {**record, "status": "error", "error": f"internal error: {type(e).__name__}: {e}",
                 "seconds": round(time.perf_counter() - t0, 4)}
+    written: list[str] = []
+
+    def put(rel: str, save: Callable[..., None], *data: Any) -> str:
+        save(inside(out_dir, rel), *data)  # refused unless the path resolves inside the output folder
+        written.append(rel)
+        return rel
+
     ws = episode.workspace
     final = episode.final_index
     mask = ws.masks.get(final) if final else None
@@ -271,27 +320,30 @@ def run_job(job: Job, out: str, max_attempts: int, save_trajectory: bool = True)
                           error="the policy ended without a masked attempt")
         else:
             sub = "test" if passed else "failed"
-            image_rel = f"{job.category}/{sub}/{job.anomaly_type}/{job.stem}.png"
-            mask_rel = (f"{job.category}/ground_truth/{job.anomaly_type}/{job.stem}_mask.png" if passed
-                        else f"{job.category}/failed/{job.anomaly_type}/{job.stem}_mask.png")
-            save_png_atomic(out_dir / image_rel, ws.images[final - 1], loaded.grayscale)
-            save_mask_atomic(out_dir / mask_rel, mask)
+            image_rel = f"{cat_dir}/{sub}/{type_dir}/{job.stem}.png"
+            mask_rel = (f"{cat_dir}/ground_truth/{type_dir}/{job.stem}_mask.png" if passed
+                        else f"{cat_dir}/failed/{type_dir}/{job.stem}_mask.png")
+            put(image_rel, save_png_atomic, ws.images[final - 1], loaded.grayscale)
+            put(mask_rel, save_mask_atomic, mask)
             record.update(image=image_rel, mask=mask_rel, anomaly_ratio=round(float(mask.mean()), 5))
-            thumbs = f"report_files/{job.category}_{job.anomaly_type}_{job.stem}"
-            save_png_atomic(out_dir / f"{thumbs}_normal.png", _thumb(loaded.rgb))
-            save_png_atomic(out_dir / f"{thumbs}_overlay.png", _thumb(_overlay(ws.images[final - 1], mask)))
+            thumbs = f"report_files/{cat_dir}/{type_dir}/{job.stem}"
+            put(f"{thumbs}_normal.png", save_png_atomic, _thumb(loaded.rgb))
+            put(f"{thumbs}_overlay.png", save_png_atomic, _thumb(_overlay(ws.images[final - 1], mask)))
             record["thumbs"] = thumbs
         if save_trajectory:
-            traj_dir = out_dir / "trajectories" / job.category / job.anomaly_type
+            traj = f"trajectories/{cat_dir}/{type_dir}/{job.stem}"
+            for old in inside(out_dir, traj).parent.glob(f"{job.stem}_img*.png"):  # an earlier run's extra attempts
+                old.unlink(missing_ok=True)
             files = {1: job.source}
             for k in range(2, len(ws.images) + 1):
-                rel = f"trajectories/{job.category}/{job.anomaly_type}/{job.stem}_img{k}.png"
-                save_png_atomic(out_dir / rel, ws.images[k - 1], loaded.grayscale)
-                files[k] = rel
-            save_json_atomic(traj_dir / f"{job.stem}.json", episode.to_record(files))
-            record["trajectory"] = f"trajectories/{job.category}/{job.anomaly_type}/{job.stem}.json"
-    except OSError as e:
-        record.update(status="error", passed=False, error=f"cannot write outputs: {e.strerror or e}")
+                files[k] = put(f"{traj}_img{k}.png", save_png_atomic, ws.images[k - 1], loaded.grayscale)
+            record["trajectory"] = put(f"{traj}.json", save_json_atomic, episode.to_record(files))
+    except (OSError, UnsafePath) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        for rel in written:  # no half sample: what the record does not list must not stay on disk
+            (out_dir / rel).unlink(missing_ok=True)
+        record.update(status="error", passed=False, error=f"cannot write outputs: {reason}", image=None, mask=None,
+                      thumbs=None, trajectory=None)
     record["seconds"] = round(time.perf_counter() - t0, 4)
     record["episode_seconds"] = round(episode.seconds, 4)
     return record
@@ -318,23 +370,41 @@ def synthesize(inputs: list[Path], anomaly_types: list[str], out: Path, n: int =
         raise SynthError("give at least one anomaly type")
     profile = profile if profile is not None else load_profile()
     out = Path(out)
+    unique = list(dict.fromkeys(anomaly_types))
+    repeated = sorted({t for t in anomaly_types if anomaly_types.count(t) > 1})
+    anomaly_types = unique
     rank, world = process_rank()  # under `accelerate launch` / torchrun: one process per GPU, each its own share
     check_writable(out)
+    manifest = shard_path(out, rank, world)
+    try:
+        for path in {manifest, out / "manifest.jsonl", out / "report.html"}:
+            check_record_file(path)
+    except UnsafePath as e:
+        raise SynthError(str(e)) from e
     if world == 1:  # with several ranks another process's in-flight temp file must not be removed
         remove_stale_temp_files(out)
-    sources, warnings = discover_sources(inputs, category)
+    sources, warnings, problems = discover_sources(inputs, category)
     if not sources:
         raise SynthError("no input images found" + (f": {'; '.join(warnings)}" if warnings else ""))
+    if repeated:
+        warnings.append(f"anomaly type(s) {', '.join(map(repr, repeated))} given more than once; each is made once")
     warnings += name_warnings(sources, anomaly_types)
     summary = SynthSummary(warnings=warnings)
     jobs = shard(plan_jobs(sources, anomaly_types, n, seed), rank, world)  # shard the plan: stable across reruns
-    manifest = shard_path(out, rank, world)
-    _end_torn_line(manifest)
+    compact_manifest(manifest, out, problems if rank == 0 else [])  # torn lines and duplicates go, bad inputs listed
     done: dict[tuple[str, str, int], dict[str, Any]] = {}
     for path in [out / "manifest.jsonl", *sorted(out.glob(SHARD_GLOB))]:
-        done.update(read_manifest(path))
+        if path.is_file():
+            done.update(read_manifest(path))
     todo = [j for j in jobs if not is_finished(done.get(j.key), out)]
     summary.planned, summary.skipped = len(jobs), len(jobs) - len(todo)
+    other = [j for j in jobs if is_finished(done.get(j.key), out)
+             and (done[j.key].get("seed"), done[j.key].get("source")) != (j.seed, j.source)]
+    if other:
+        seeds = sorted({str(done[j.key].get("seed")) for j in other})[:3]
+        summary.warnings.append(f"kept {len(other)} finished sample(s) in {out} made with another --seed or other "
+                                f"input images (sample seeds {', '.join(seeds)}...); write to a new --out to make "
+                                "them from this command")
     if world > 1:
         start_shard(out, rank)
     if on_start:
@@ -345,24 +415,29 @@ def synthesize(inputs: list[Path], anomaly_types: list[str], out: Path, n: int =
         if workers <= 1 or len(todo) <= 1:
             _init_worker(profile)
             results: Iterable[dict[str, Any]] = map(_run_job_in_worker, args)
-            _consume(results, manifest, summary, on_record)
+            _consume(results, manifest, summary, on_record, out, done)
         else:
             ctx = mp.get_context("spawn")  # fork is unsafe once a backend has started threads or CUDA
             with ctx.Pool(workers, initializer=_init_worker, initargs=(profile,)) as pool:
-                _consume(pool.imap_unordered(_run_job_in_worker, args), manifest, summary, on_record)
+                _consume(pool.imap_unordered(_run_job_in_worker, args), manifest, summary, on_record, out, done)
     finally:
         summary.seconds = time.perf_counter() - t0
-        if world == 1 and manifest.exists():  # also after Ctrl-C: the report shows what is finished
-            write_report(out)
+        if manifest.is_file():  # also after Ctrl-C: one record per sample, and the report shows what is finished
+            compact_manifest(manifest, out)
+            if world == 1:
+                write_report(out)
     if world > 1 and finish_shard(out, rank, world):  # the last rank to finish merges the shards
         write_report(out)
     return summary
 
 
 def _consume(results: Iterable[dict[str, Any]], manifest: Path, summary: SynthSummary,
-             on_record: Callable[[dict[str, Any]], None] | None) -> None:
+             on_record: Callable[[dict[str, Any]], None] | None, out: Path | None = None,
+             previous: dict[tuple[str, str, int], dict[str, Any]] | None = None) -> None:
     for record in results:
         append_manifest(manifest, record)
+        if out is not None and previous is not None:  # a redone sample's old files that it no longer names go
+            remove_replaced(out, previous.get(_sample_key(record)), record, SAMPLE_FILES)
         status = record.get("status")
         if status == "passed":
             summary.passed += 1

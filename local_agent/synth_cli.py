@@ -25,15 +25,17 @@ def synth(inputs: tuple[Path, ...], anomaly_types: tuple[str, ...], category: st
 
     INPUTS are image files, folders of images, or MVTec category folders (their train/good is used).
     """
-    from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
+    from .cli import console as make_console
+    from .outputs import UnsafePath
     from .profile import ProfileError, load_profile
     from .synth import SynthError, synthesize
     from .tools.base import BackendUnavailable
 
-    console = Console(stderr=True)
+    console = make_console()
     types = [t.strip() for spec in anomaly_types for t in spec.split(",") if t.strip()]
     try:
         prof = load_profile(profile)
@@ -45,13 +47,13 @@ def synth(inputs: tuple[Path, ...], anomaly_types: tuple[str, ...], category: st
 
     def on_start(total: int, skipped: int) -> None:
         if skipped:
-            console.print(f"resuming: {skipped} of {total} samples already finished in {out}")
+            console.print(escape(f"resuming: {skipped} of {total} samples already finished in {out}"))
         state["task"] = progress.add_task("synthesizing", total=total, completed=skipped)
 
     def on_record(record: dict) -> None:
         if record.get("status") == "error":
-            progress.console.print(f"[red]skipped[/red] {record['category']}/{record['anomaly_type']}/"
-                                   f"{record['index']:03d}: {record['error']}")
+            progress.console.print("[red]skipped[/red] " + escape(f"{record['category']}/{record['anomaly_type']}/"
+                                                                   f"{record['index']:03d}: {record['error']}"))
         state["passed"] += record.get("status") == "passed"
         progress.update(state["task"], advance=1, description=f"synthesizing ({state['passed']} passed)")
 
@@ -60,15 +62,15 @@ def synth(inputs: tuple[Path, ...], anomaly_types: tuple[str, ...], category: st
             summary = synthesize(list(inputs), types, out, n=n, seed=seed, profile=prof, max_attempts=max_turns,
                                  workers=workers, category=category, save_trajectories=not no_trajectories,
                                  on_start=on_start, on_record=on_record)
-    except (SynthError, BackendUnavailable, ValueError) as e:
+    except (SynthError, BackendUnavailable, ValueError, UnsafePath) as e:
         raise click.ClickException(str(e))
     except KeyboardInterrupt:
-        console.print(f"interrupted: finished samples are kept in {out}; rerun the same command to resume")
+        console.print(escape(f"interrupted: finished samples are kept in {out}; rerun the same command to resume"))
         sys.exit(130)
     for w in summary.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
     per = f"{summary.seconds_per_sample:.3f}" if summary.seconds_per_sample is not None else "-"
     per_pass = f"{summary.seconds_per_passed:.3f}" if summary.seconds_per_passed is not None else "-"
-    console.print(f"done: {summary.passed} passed, {summary.failed} failed the judge, {summary.errors} errors, "
+    console.print(escape(f"done: {summary.passed} passed, {summary.failed} failed the judge, {summary.errors} errors, "
                   f"{summary.skipped} already finished; {per} s/sample, {per_pass} s/passed sample. "
-                  f"Report: {out / 'report.html'}")
+                  f"Report: {out / 'report.html'}"))

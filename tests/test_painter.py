@@ -1,4 +1,5 @@
 """The procedural painter: the words decide kind, place and size; defects sit on the object; deterministic."""
+import cv2
 import numpy as np
 import pytest
 
@@ -110,3 +111,131 @@ def test_difference_mask_recovers_the_painted_region(shared_data):
     per_kind = {k: float(np.mean(v)) for k, v in ious.items()}
     assert np.mean(list(per_kind.values())) >= 0.9, per_kind
     assert min(per_kind.values()) >= 0.8, per_kind
+
+
+# ---------------------------------------------------------------- priors from real defects (the defect atlas)
+def load_rgb(path):
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def atlas_row(category, kind, area, on_object=False, **measures):
+    """One real-defect row as the atlas stores it (tools/atlas.py MEASURES); objects fill 30 % of their frame."""
+    from local_agent.tools.atlas import MEASURES
+
+    row = {m: None for m in MEASURES}
+    row.update(category=category, type=kind, kind=kind, image="x.png", area_frac_object=area,
+               area_frac_image=area * (0.3 if on_object else 1.0), delta_e=20.0, lightness_change=-10.0,
+               n_parts=1, elongation=1.5, touches_object_edge=0, dist_to_boundary=0.2, pos_x=0.5, pos_y=0.5)
+    row.update(measures)
+    return row
+
+
+def small_atlas(kind="stain", median=0.01, n=30, on_object=False, **measures):
+    """Real-looking rows of one kind from two other categories, log-normal areas around ``median``."""
+    from local_agent.tools.atlas import Atlas
+
+    areas = median * np.exp(np.random.default_rng(0).normal(0, 0.4, n))
+    return Atlas([atlas_row(("carpet", "tile")[i % 2], kind, float(a), on_object, **measures)
+                  for i, a in enumerate(areas)], ["test"])
+
+
+def with_atlas(atlas, **options):
+    painter = ProceduralPainter(**options)
+    from local_agent.tools.painter.priors import Priors
+
+    painter.priors = Priors(atlas)
+    return painter
+
+
+def open_loop(item, defect):
+    return f"Using the provided image, change only one region of the {item} to add a {defect} defect. Keep the rest."
+
+
+@pytest.mark.parametrize("category", ["transistor", "screw"])
+def test_a_break_on_an_object_is_painted_touching_its_edge(category, shared_data):
+    from local_agent.tools.imaging import foreground_mask
+
+    image = load_rgb(shared_data / "mvtec" / category / "train" / "good" / "003.png")
+    fg = foreground_mask(image, category)
+    dist = cv2.distanceTransform(np.pad(fg.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    rim = cv2.dilate((fg & (dist <= 2)).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    painters = [ProceduralPainter(), with_atlas(small_atlas("broken", 0.02, on_object=True, touches_object_edge=1),
+                                                jitter=False)]
+    for painter in painters:
+        for seed in range(4):
+            for words in (open_loop(category, "broken"), prompt("the upper part to add a visible broken chip")):
+                region = painter.edit_with_region(image, words, seed=seed, category=category)[1]
+                assert region.sum() > 10
+                assert (region & rim).any(), f"break not at the {category}'s edge (seed {seed}): {words}"
+                assert (region & fg).sum() >= 0.6 * region.sum()
+
+
+def test_painting_is_deterministic_and_independent_of_call_order(grid_image, transistor_image):
+    atlas = small_atlas("crack", 0.01)
+    jobs = [(grid_image, open_loop("grid", "crack"), 3, "grid"), (transistor_image, open_loop("transistor", "crack"),
+                                                                    3, "transistor"),
+            (grid_image, prompt("the left side to add a large crack"), 4, "grid")]
+    a = [with_atlas(atlas).edit(*job) for job in jobs]
+    b = [with_atlas(atlas).edit(*job) for job in reversed(jobs)][::-1]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(with_atlas(atlas).edit(grid_image, jobs[0][1], 5, "grid"), a[0])
+
+
+def test_sizes_follow_the_atlas_prior_and_words_still_steer(grid_image):
+    from local_agent.tools.atlas import Atlas
+
+    for kind, median in (("stain", 0.01), ("crack", 0.006), ("broken", 0.004)):
+        atlas = small_atlas(kind, median)
+        # the category being painted is left out: grid rows with huge defects must not count
+        atlas = Atlas(atlas.rows + [atlas_row("grid", kind, 0.3) for _ in range(30)], ["test"])
+        painter = with_atlas(atlas)
+        areas = [painter.edit_with_region(grid_image, open_loop("grid", kind), seed=s, category="grid")[1].mean()
+                 for s in range(10)]
+        assert median / 2 <= np.mean(areas) <= median * 2, (kind, np.mean(areas), median)
+        small = [painter.edit_with_region(grid_image, prompt(f"the centre to add a small visible {kind}"), seed=s,
+                                          category="grid")[1].sum() for s in range(5)]
+        large = [painter.edit_with_region(grid_image, prompt(f"the centre to add a large visible {kind}"), seed=s,
+                                          category="grid")[1].sum() for s in range(5)]
+        assert np.mean(large) > 1.2 * np.mean(small), (kind, small, large)
+
+
+def test_a_pit_is_small(shared_data):
+    image = load_rgb(shared_data / "bsdata" / "ball_screw" / "train" / "good" / "000.png")
+    for painter in (ProceduralPainter(), with_atlas(small_atlas("hole", 0.0004, n_parts=2))):
+        for seed in range(4):
+            region = painter.edit_with_region(image, open_loop("ball screw", "pitting"), seed=seed,
+                                              category="ball_screw")[1]
+            assert 12 <= region.sum() <= 0.004 * region.size, (seed, region.sum())
+
+
+def test_broad_unevenness_is_broad_and_soft(grid_image):
+    painter = with_atlas(small_atlas("rough", 0.15))
+    out, region = painter.edit_with_region(grid_image, open_loop("grid", "uneven rough"), seed=2, category="grid")
+    assert region.mean() > 0.05
+    d = difference_map(grid_image, out)
+    inside = cv2.erode(region.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    border = region & ~inside
+    assert np.median(d[border]) < np.median(d[inside]), "a soft border fades out"
+
+
+def test_prompt_writer_uses_the_prior_and_refine_carries_the_judges_advice(transistor_image):
+    from local_agent.policies.scripted import refine_prompt
+    from local_agent.tools.painter.priors import Priors
+    from local_agent.tools.prompt_gen import TemplatePrompt
+
+    writer = TemplatePrompt()
+    writer.priors = Priors(small_atlas("broken", 0.03, on_object=True, touches_object_edge=1))
+    texts = [writer.generate(transistor_image, "transistor", "damaged_case", None, np.random.default_rng(s))
+             for s in range(6)]
+    specs = [parse_prompt(t) for t in texts]
+    assert all(s.kind == "broken" and "edge" in s.location and s.size_word and s.intensity_word for s in specs)
+    assert len({s.size_word for s in specs}) > 1, "sizes are drawn from the prior, not fixed"
+    review = ("Not acceptable yet. too small: real broken defects cover about 3% of the part: make it large; "
+              "off the edge: 100% of real broken defects touch the object's edge: place it at the edge of the object; "
+              "hard seam: real broken defects have softer borders: blend it smoothly, soft-edged.")
+    start = prompt("the centre of the transistor to add a subtle small broken chip")
+    refined = parse_prompt(refine_prompt(start, ["too small", "off the edge", "hard seam"], review))
+    assert refined.size_word == "large" and refined.location == ("edge",) and refined.soft
+    assert "3%" not in refine_prompt(start, ["too small"], review)

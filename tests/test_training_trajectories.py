@@ -19,11 +19,18 @@ from local_agent.training.trajectories import (FAILURE_MODES, TrajectoryError, b
                                                reconstruct_normal)
 
 
+def _heuristic_tools():
+    """The default tools with the heuristic judge pinned: these tests check the build's mechanics on samples that
+    judge passes (the calibrated judge has its own tests in test_atlas.py)."""
+    tools = load_profile("default")["tools"]
+    return {**tools, "quality_eval": {"backend": "heuristic", "pass_location": 4, "pass_quality": 4}}
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, shared_data):
     """Single, Dual and Triple trajectories from the first real samples of grid (texture) and transistor (object)."""
     out = tmp_path_factory.mktemp("traj") / "train.jsonl"
-    tools = load_profile("default")["tools"]
+    tools = _heuristic_tools()
     sums = [build_trajectories(shared_data / "mvtec" / cat, out, tools, {1: 0.2, 2: 0.4, 3: 0.4}, seed=1, limit=lim)
             for cat, lim in (("grid", 14), ("transistor", 30))]
     return out, sums
@@ -80,7 +87,7 @@ def test_resume_skips_done_samples_and_drops_a_torn_line(built, tmp_path, shared
     copy.write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])  # a torn last line, as after kill -9
     (tmp_path / "t_images").symlink_to(out.parent / "train_images")
     assert len(read_existing(copy)) == 3
-    summary = build_trajectories(shared_data / "mvtec" / "grid", copy, load_profile("default")["tools"],
+    summary = build_trajectories(shared_data / "mvtec" / "grid", copy, _heuristic_tools(),
                                  {1: 0.2, 2: 0.4, 3: 0.4}, seed=1, limit=14)
     grid_lines = [line for line in lines if '"category": "grid"' in line]
     assert summary.skipped_existing == 3
@@ -93,7 +100,7 @@ def test_each_failure_mode_fails_the_real_judge(shared_data):
     anomaly = load_image(sample.image).rgb
     mask = load_mask(sample.mask, anomaly.shape[:2])
     normal = reconstruct_normal(anomaly, mask)
-    judge = build_tools(load_profile("default")["tools"])["quality_eval"].backend
+    judge = build_tools(_heuristic_tools())["quality_eval"].backend
     from local_agent.tools.imaging import foreground_mask
 
     fg = foreground_mask(normal, "transistor")

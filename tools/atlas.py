@@ -17,29 +17,37 @@ from typing import Any
 import numpy as np
 
 # Measure name -> what it is. Fractions are of the object's area (textures: the whole image) unless said otherwise.
+# One row = one anomaly image's whole mask (all its parts), measured by tools/atlas_measure.py exactly as the
+# calibrated judge measures an attempt; "the object" = tools.imaging.foreground_mask of the normal image.
 MEASURES: dict[str, str] = {
     # where
-    "dist_to_boundary": "distance from the defect's centroid to the object's boundary, / sqrt(object area)",
+    "dist_to_boundary": "distance from the defect's centroid to the object's boundary (the image border counts as "
+                        "boundary), / sqrt(object area); negative when the centroid is off the object",
     "touches_object_edge": "1 if the defect mask reaches the object's boundary (textures: 0)",
     "touches_image_border": "1 if the defect mask reaches the image border",
     "pos_x": "centroid x within the object's bounding box, 0 (left) .. 1 (right)",
     "pos_y": "centroid y within the object's bounding box, 0 (top) .. 1 (bottom)",
-    "n_parts": "connected parts of the defect mask",
+    "n_parts": "connected parts of the defect mask (parts under 12 px, the mask tool's specks, not counted; at least 1)",
+    "on_object": "share of the defect's area on the object (textures: 1)",
     # how big, what shape
     "area_frac_object": "defect area / object area",
     "area_frac_image": "defect area / image area",
     "bbox_w_frac": "bounding-box width / image width",
     "bbox_h_frac": "bounding-box height / image height",
-    "elongation": "major / minor axis of the mask's second moments (1 = round)",
+    "elongation": "tools.imaging.elongation: major / minor axis of the mask's second moments, or perimeter-based "
+                  "thinness for curved lines, whichever is larger (1 = round)",
     "roughness": "perimeter^2 / (4 pi area) of the mask (1 = disc)",
     # how it looks, against the reconstructed normal image
     "delta_e": "median CIELAB Delta E inside the mask, defect vs reconstructed normal",
+    "visibility": "delta_e / (std of the normal's L* in a ring 2-7 px outside the defect + 1): contrast against the "
+                  "surface's own texture (ΔE 8 shows on a smooth part, hides on a high-contrast grid)",
     "lightness_change": "mean L* inside, defect minus normal (negative = darker)",
     "saturation_change": "mean HSV saturation inside, defect minus normal (0-1 scale)",
-    "texture_change": "std of L* inside the defect / std of L* in a ring outside it",
-    "edge_sharpness": "mean gradient magnitude of L* on the mask border / mean inside the ring",
+    "texture_change": "(std of L* inside the defect + 1) / (std of L* in a ring 2-7 px outside it + 1)",
+    "edge_sharpness": "(mean Sobel gradient of L* on the mask border + 1) / (mean in the ring + 1)",
     # feature space
-    "feature_distance": "patch-feature distance to the nearest normal patches, / the normal patches' own spread",
+    "feature_distance": "largest distance of a defect patch (EfficientNet-Lite0, 32x32 patches at 256 px) to its nearest "
+                        "patch of the normal image, / the normal patches' own nearest-neighbour spread",
 }
 MIN_ROWS = 5  # a kind with fewer real rows borrows from every kind (a prior from 3 defects is not a distribution)
 
@@ -52,6 +60,7 @@ class AtlasError(ValueError):
 class Atlas:
     rows: list[dict[str, Any]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)   # the folders it was built from
+    meta: dict[str, Any] = field(default_factory=dict)  # how it was built (inputs fingerprint, code version)
 
     # ---------------------------------------------------------------- files
     @classmethod
@@ -60,7 +69,7 @@ class Atlas:
         path = Path(path) if path is not None else default_path()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(rows=list(data["rows"]), sources=list(data.get("sources", [])))
+            return cls(rows=list(data["rows"]), sources=list(data.get("sources", [])), meta=dict(data.get("meta", {})))
         except FileNotFoundError:
             raise AtlasError(f"{path}: no atlas there; build one with `local-agent atlas build DIR... --out {path}`")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
@@ -69,7 +78,7 @@ class Atlas:
     def save(self, path: str | Path) -> None:
         from local_agent.images import atomic_write_bytes
 
-        blob = {"measures": MEASURES, "sources": self.sources, "rows": self.rows}
+        blob = {"measures": MEASURES, "sources": self.sources, "meta": self.meta, "rows": self.rows}
         atomic_write_bytes(Path(path), (json.dumps(blob, indent=0, sort_keys=True) + "\n").encode())
 
     # ---------------------------------------------------------------- selection
@@ -82,7 +91,7 @@ class Atlas:
         if not category:
             return self
         key = _norm(category)
-        return Atlas([r for r in self.rows if _norm(r["category"]) != key], self.sources)
+        return Atlas([r for r in self.rows if _norm(r["category"]) != key], self.sources, self.meta)
 
     def rows_for(self, kind: str | None) -> list[dict[str, Any]]:
         """Rows of a kind (or of a real type name kept under its own name); every row when the kind has too few."""

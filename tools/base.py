@@ -68,8 +68,33 @@ def build_backend(backends: dict[str, type | str], tool: str, config: dict[str, 
         cls = getattr(importlib.import_module(module), attr)
     try:
         return cls(**options)
-    except TypeError as e:
-        raise ValueError(f"bad options for {tool} backend {name!r}: {e}") from e
+    except (TypeError, ValueError) as e:  # name the option: "invalid literal for int()" alone does not say which
+        wrong = wrong_option(cls, f"tools.{tool}", options)
+        raise ValueError(f"bad options for {tool} backend {name!r}: {wrong or e}") from e
+
+
+def wrong_option(cls: Any, where: str, options: dict[str, Any]) -> str | None:
+    """The first option whose value cannot take the type of its parameter's default (a number, a flag), named as
+    ``<where>.<key>`` (e.g. ``tools.quality_eval.pass_location``)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return None
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    for key, value in options.items():
+        if key not in parameters and not open_ended:
+            return f"{where}.{key} is not an option of this backend (options: {', '.join(parameters) or 'none'})"
+        default = parameters[key].default if key in parameters else None
+        if isinstance(default, bool) and value not in (True, False):
+            return f"{where}.{key} must be true or false, got {value!r}"
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            try:
+                type(default)(value)
+            except (TypeError, ValueError):
+                return f"{where}.{key} must be a number (default {default}), got {value!r}"
+    return None
 
 
 class Tool:

@@ -99,6 +99,7 @@ def _grabcut_foreground(image: np.ndarray, side: int = 80) -> np.ndarray:
     gc = np.zeros((sh, sw), np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     mx, my = max(1, sw // 10), max(1, sh // 10)
+    cv2.setRNGSeed(0)  # GrabCut seeds its colour models from OpenCV's global RNG: earlier calls would change this mask
     try:
         cv2.grabCut(img, gc, (mx, my, sw - 2 * mx, sh - 2 * my), bgd, fgd, 3, cv2.GC_INIT_WITH_RECT)
     except cv2.error:

@@ -43,21 +43,41 @@ def first_sentence(text: str, limit: int = 220) -> str:
 
 
 class TemplatePrompt:
-    """Paper-form prompt from category, type, the image's foreground, and retrieved knowledge when given."""
+    """Paper-form prompt from category, type, the image's foreground, and retrieved knowledge when given.
+
+    ``atlas`` (``none`` | ``default`` | a file): with an atlas, size, look, place and count are the words for one real
+    defect of the kind, drawn from the atlas with the category left out (:func:`.painter.priors.describe`), so the
+    first prompt asks for what real defects are like; the painter reads the same words back as the same bands of
+    the real distribution. Without one, size and look are drawn from fixed lists (the atlas-free behaviour).
+    """
+
+    def __init__(self, atlas: str | None = "none"):
+        from .painter.priors import Priors, load_atlas
+
+        loaded = load_atlas(atlas)
+        self.priors = Priors(loaded) if loaded is not None else None
 
     def generate(self, image: np.ndarray, category: str, anomaly_type: str, knowledge: str | None,
                  rng: np.random.Generator) -> str:
         item = item_noun(category)
-        _, phrase = defect_phrase(anomaly_type)
-        place = place_phrase(image, category, rng)
-        tone = "dark" if luminance(image).mean() < 100 else "light"
-        size = str(rng.choice(["small", "small", "medium"]))
-        look = str(rng.choice(["visible", "clearly visible", "subtle"]))
+        kind, phrase = defect_phrase(anomaly_type)
+        tone = "dark" if luminance(image).mean() < 100 else "bright"  # not "light": that is an intensity word
+        if self.priors is not None:
+            from .painter.priors import describe
+
+            on_object = category.lower() not in TEXTURE_CATEGORIES and foreground_mask(image, category).mean() < 0.9
+            words = describe(self.priors.for_category(category), kind, rng, on_object)
+            place = {"edge": "edge", "centre": "centre"}.get(words.get("place", ""), words.get("place", ""))
+            place = place or place_phrase(image, category, rng)
+            what = " ".join(w for w in (words.get("count"), words.get("look"), words.get("size")) if w)
+        else:
+            place = place_phrase(image, category, rng)
+            what = f"{rng.choice(['visible', 'clearly visible', 'subtle'])} {rng.choice(['small', 'small', 'medium'])}"
         detail = f" It should look like a real {item} defect: {first_sentence(knowledge)}" if knowledge else ""
-        return (f"Using the provided image, change only the {place} of the {item} to add {look} {size} "
-                f"{phrase.removeprefix('a ').removeprefix('an ')} on the {tone} surface, matching the local texture "
-                f"and lighting.{detail} Keep the rest of the image, including the background and the {item}'s "
-                f"shape, unchanged.")
+        noun = phrase.removeprefix("a ").removeprefix("an ")
+        return (f"Using the provided image, change only the {place} of the {item} to add {what + ' ' if what else ''}"
+                f"{noun} on the {tone} surface, matching the local texture and lighting.{detail} Keep the rest of the "
+                f"image, including the background and the {item}'s shape, unchanged.")
 
 
 BACKENDS: dict[str, type | str] = {"template": TemplatePrompt, "vlm": "local_agent.tools.vlm:VLMPromptWriter", "smollm2": "local_agent.tools.vlm:SmolLM2PromptWriter"}

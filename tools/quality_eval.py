@@ -21,6 +21,14 @@ FAULT_ADVICE = {
     "flat patch": "keep the underlying texture and lighting visible through it",
     "scattered": "make it a single defect",
     "wrong shape": "",  # filled per kind
+    # the calibrated judge's faults (its reviews also say what real defects of the kind measure)
+    "too strong": "make it subtle, blend it smoothly",
+    "off the edge": "place it at the edge of the object",
+    "on the edge": "place it in the centre of the object, away from its edge",
+    "blurred edge": "make it distinct, sharp-edged",
+    "too busy": "make it smooth and soft",
+    "too few parts": "make several small ones",
+    "unlabelled change": "keep the change inside one clear defect, no halo or shift elsewhere",
 }
 
 
@@ -112,7 +120,9 @@ class HeuristicJudge:
                 "review": review, "measures": measures}
 
 
-BACKENDS: dict[str, type | str] = {"heuristic": HeuristicJudge, "vlm": "local_agent.tools.vlm:VLMJudge", "smollm2": "local_agent.tools.vlm:SmolLM2Judge"}
+BACKENDS: dict[str, type | str] = {"heuristic": HeuristicJudge,
+                                   "calibrated": "local_agent.tools.calibrated_judge:CalibratedJudge",
+                                   "vlm": "local_agent.tools.vlm:VLMJudge", "smollm2": "local_agent.tools.vlm:SmolLM2Judge"}
 
 
 class QualityEval(Tool):

@@ -112,6 +112,39 @@ def _dtype_kwarg(dtype: str) -> dict[str, Any]:
     return {key: _torch_dtype(dtype)}
 
 
+def load_processor(folder: str | Path) -> Any:
+    """The folder's processor (``AutoProcessor``, local files only).
+
+    Qwen-VL processors insist on their video processor, which needs torchvision even when no video is ever passed;
+    on a machine without torchvision (this project's CPU install; a GPU image may lack it too) the processor is
+    assembled from the folder's image processor and tokenizer instead: images and chat template work as usual.
+    """
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(folder, local_files_only=True)
+    except ImportError as e:
+        if "torchvision" not in str(e).lower() or importlib.util.find_spec("torchvision") is not None:
+            raise
+        import transformers
+        from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+        from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+        name = PROCESSOR_MAPPING_NAMES.get(AutoConfig.from_pretrained(folder, local_files_only=True).model_type)
+        cls = getattr(transformers, name or "", None)
+        if cls is None or "video_processor" not in cls.get_attributes():
+            raise
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        template = Path(folder) / "chat_template.jinja"
+        processor = cls.__new__(cls)
+        processor.check_argument_for_proper_class = lambda name, arg: arg  # it refuses a missing video processor
+        cls.__init__(processor, image_processor=AutoImageProcessor.from_pretrained(folder, local_files_only=True),
+                     tokenizer=tokenizer, video_processor=None,
+                     chat_template=template.read_text() if template.is_file() else tokenizer.chat_template)
+        del processor.check_argument_for_proper_class
+        return processor
+
+
 class TransformersVLM:
     """A local image-text-to-text model. ``device: auto`` spreads a large model over the GPUs (accelerate)."""
 
@@ -119,10 +152,10 @@ class TransformersVLM:
 
     def __init__(self, model: str, device: str = "cpu", dtype: str = "float32"):
         check_transformers_folder(model, f"vlm engine transformers ({model})", "see weights/README.md")
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         placement = {"device_map": "auto"} if device == "auto" else {}
-        self.processor = AutoProcessor.from_pretrained(model, local_files_only=True)
+        self.processor = load_processor(model)
         self.model = AutoModelForImageTextToText.from_pretrained(model, local_files_only=True, **placement,
                                                                  **_dtype_kwarg(dtype))
         if device != "auto":

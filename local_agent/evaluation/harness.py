@@ -1,8 +1,11 @@
-"""``evaluate``: the benchmark of BENCHMARK.md — synthesize per method, train the same detector and classifier on
-each method's samples, test on every real test image, write results.json / results.md / contact sheets.
+"""``evaluate``: the benchmark of BENCHMARK.md — for each category, method and seed: synthesize, train the same
+detector and type classifier on the method's samples, test on every real test image; then mean ± sd over seeds,
+the paired difference of every method to a reference method, and a mean table over categories.
 
-Reruns resume: synthesized samples are skipped by their manifest, and a method whose ``metrics.json`` was computed
-with the same configuration is read back instead of retrained.
+Layout of ``out``: ``<category>/<method>/seed<k>/`` holds the synthetic samples (``synthetic/``, MVTec layout and
+manifest), ``metrics.json`` and ``contact_sheet.png``; ``results.json`` and ``results.md`` sum everything up.
+Reruns resume per category, method and seed: samples are skipped by their manifest, and a run whose
+``metrics.json`` was computed with the same configuration is read back instead of retrained.
 """
 from __future__ import annotations
 
@@ -12,15 +15,19 @@ import platform
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..images import atomic_write_bytes, load_image
 from .classifier import ClsConfig
-from .layout import Category, read_category
+from .layout import Category, find_categories, read_category
 from .segmentation import SegConfig
 from .synthesis import METHODS, Sample, manifest_errors, synthesize_method
+
+DETECTION_METRICS = ("image_AUROC", "image_AP", "image_F1Max", "pixel_AUROC", "pixel_AP", "pixel_F1Max", "pixel_AUPRO")
+TYPE_METRICS = ("type_image_accuracy", "type_image_balanced", "type_crop_accuracy", "type_crop_balanced")
+COST_METRICS = ("judge_pass_rate", "seconds_per_sample")
 
 
 class EvaluationError(RuntimeError):
@@ -38,11 +45,12 @@ class Reporter:
 @dataclass
 class EvalConfig:
     n_per_type: int = 10
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
+    reference: str = "draem"
     seg: SegConfig = field(default_factory=SegConfig)
     cls: ClsConfig = field(default_factory=ClsConfig)
     classifier: bool = True
-    generative: bool = True
+    generative: bool = False  # IS / IC substitutes: ~10 s per run and not a measure of use (ASBench); opt in
     aupro: bool = True
     textures: str | None = None
     weights_dir: str | None = "weights"
@@ -51,7 +59,14 @@ class EvalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k not in ("seg", "cls")}
-        d.update(seg=self.seg.to_dict(), cls=self.cls.to_dict())
+        d.update(seeds=list(self.seeds), seg=self.seg.to_dict(), cls=self.cls.to_dict())
+        return d
+
+    def run_dict(self) -> dict[str, Any]:
+        """What one (category, method, seed) run depends on: everything but the seed list and the reference."""
+        d = self.to_dict()
+        for k in ("seeds", "reference"):
+            d.pop(k)
         return d
 
 
@@ -77,28 +92,63 @@ def _mask_at(mask: np.ndarray, side: int) -> np.ndarray:
 
 @dataclass
 class RealData:
-    """The category's real images, loaded once for every method."""
+    """The category's real images, loaded once and encoded once for every method and seed."""
 
     normals: np.ndarray                  # train/good at the detector's side, uint8 (N, S, S, 3)
     test_images: list[np.ndarray]        # full resolution RGB
     test_masks: np.ndarray               # bool (T, H, W), empty for good images
     test_labels: np.ndarray              # 1 = anomalous
     test_types: list[str]
-    features: dict[str, Any] = field(default_factory=dict)   # encoder outputs, computed once per run
+    features: dict[str, Any] = field(default_factory=dict)   # encoder outputs, computed once per category
+    type_features: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def encoded(self, side: int, reporter: "Reporter") -> tuple[Any, Any, Any]:
-        """(encoder, normal features, test features): the frozen encoder sees each real image once per run."""
-        if not self.features:
+        """(encoder, normal features, test features): the frozen encoder sees each real image once."""
+        if "encoder" not in self.features:
             from .segmentation import Encoder
 
-            encoder = Encoder()
+            t0 = time.perf_counter()
+            encoder = Encoder(self.lite0())
             total = len(self.normals) + len(self.test_images)
             tick = reporter.start("encoding real images (EfficientNet-Lite0)", total)
             normals = encoder(self.normals, progress=tick)
             test = encoder(np.stack([_resize(im, side) for im in self.test_images]),
                            progress=lambda k: tick(len(self.normals) + k))
             self.features.update(encoder=encoder, normals=normals, test=test)
+            self.seconds["real_encoding_seconds"] = time.perf_counter() - t0
         return self.features["encoder"], self.features["normals"], self.features["test"]
+
+    def lite0(self) -> Any:
+        """The frozen ImageNet Lite0, one instance per category (the detector's encoder and the type features)."""
+        if "lite0" not in self.features:
+            from .classifier import pretrained_lite0
+
+            self.features["lite0"] = pretrained_lite0().eval().requires_grad_(False)
+        return self.features["lite0"]
+
+    def anomalous(self) -> list[int]:
+        return [i for i, t in enumerate(self.test_types) if t != "good"]
+
+    def type_inputs(self, config: ClsConfig) -> dict[str, list[np.ndarray]]:
+        """The real anomalous test images, whole and cropped around their ground-truth masks."""
+        from .classifier import defect_crop
+
+        idx = self.anomalous()
+        return {"image": [self.test_images[i] for i in idx],
+                "crop": [defect_crop(self.test_images[i], self.test_masks[i], config.crop_context, config.crop_min)
+                         for i in idx]}
+
+    def embedded(self, config: ClsConfig) -> dict[str, np.ndarray]:
+        """Frozen-classifier features of :meth:`type_inputs`, computed once per category."""
+        if not self.type_features:
+            from .classifier import embed
+
+            t0 = time.perf_counter()
+            model = self.lite0()
+            self.type_features.update({k: embed(v, config.side, model) for k, v in self.type_inputs(config).items()})
+            self.seconds["real_type_features_seconds"] = time.perf_counter() - t0
+        return self.type_features
 
 
 def load_real(category: Category, side: int) -> RealData:
@@ -118,7 +168,7 @@ def load_real(category: Category, side: int) -> RealData:
                     [it.anomaly_type for it in category.test])
 
 
-# ------------------------------------------------------------------------------------------ one method
+# ------------------------------------------------------------------------------------------ one run
 def _cost(samples: list[Sample], synth_seconds: float) -> dict[str, Any]:
     sample_seconds = sum(s.seconds for s in samples)
     passed = sum(s.passed for s in samples)
@@ -129,8 +179,52 @@ def _cost(samples: list[Sample], synth_seconds: float) -> dict[str, Any]:
             "synthesis_wall_seconds": synth_seconds}
 
 
-def _evaluate_method(method: str, category: Category, real: RealData, samples: list[Sample], config: EvalConfig,
-                     reporter: Reporter) -> dict[str, Any]:
+def type_accuracy(images: list[np.ndarray], masks: list[np.ndarray], labels: np.ndarray, real: RealData,
+                  types: list[str], config: ClsConfig, seed: int, weights_dir: Path | None = None,
+                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The two type measures on the real anomalous images: ``image`` (whole images, the paper's) and ``crop``
+    (train on crops around each synthetic mask, test on crops around each ground-truth mask, one crop rule);
+    plus the paper's ResNet34 on whole images when its weights exist (else the reason it was skipped)."""
+    from ..tools.base import BackendUnavailable
+    from .classifier import (defect_crop, embed_with_mirrors, finetune_lite0, finetune_resnet34, fit_linear_features,
+                             resize_batch, type_scores)
+
+    truth = np.array([types.index(real.test_types[i]) for i in real.anomalous()])
+    train = {"image": images, "crop": [defect_crop(im, m, config.crop_context, config.crop_min)
+                                       for im, m in zip(images, masks)]}
+    result: dict[str, Any] = {"classifier": (
+        "efficientnet-lite0 (ImageNet weights, frozen; blocks 4/10/15 pooled) + logistic regression"
+        if config.mode == "linear" else
+        f"efficientnet-lite0 (ImageNet weights; blocks {config.frozen_blocks}+ and head fine-tuned, "
+        f"{config.steps} steps)"), "n_types": len(types)}
+
+    if len(types) < 2:                      # nothing to tell apart: reported as "n/a (1 type)", never as 100 %
+        result["image"] = result["crop"] = type_scores(np.zeros(len(truth), int), truth, types)
+        return result
+    if config.mode == "linear":
+        model = real.lite0()
+        tests = real.embedded(config)
+        for kind in ("image", "crop"):
+            feats = embed_with_mirrors(train[kind], config.side, model)
+            scores, _ = fit_linear_features(feats, np.concatenate([labels, labels]), len(types), config)
+            result[kind] = type_scores(scores(tests[kind]).argmax(1), truth, types)
+    else:
+        tests = real.type_inputs(config)
+        for kind in ("image", "crop"):
+            score = finetune_lite0(resize_batch(train[kind], config.side), labels, len(types), config, seed, progress)
+            result[kind] = type_scores(score(resize_batch(tests[kind], config.side)).argmax(1), truth, types)
+    try:
+        predict = finetune_resnet34(resize_batch(images, config.side), labels, len(types), config, seed, weights_dir)
+        result["resnet34"] = {"classifier": "resnet34 (ImageNet weights; layer4 and fc fine-tuned), whole images",
+                              **type_scores(predict(resize_batch(real.type_inputs(config)["image"], config.side)), truth,
+                                            types)}
+    except BackendUnavailable as e:
+        result["resnet34"] = f"skipped: {str(e).split(': ', 1)[-1]}"
+    return result
+
+
+def _evaluate_run(label: str, category: Category, real: RealData, samples: list[Sample], config: EvalConfig,
+                  seed: int, reporter: Reporter) -> dict[str, Any]:
     from .metrics import detection_metrics, image_scores, smooth_maps
     from .segmentation import predict_maps, train_decoder
 
@@ -141,16 +235,12 @@ def _evaluate_method(method: str, category: Category, real: RealData, samples: l
                               "mean_anomaly_ratio": float(np.mean([m.mean() for m in masks]))}
     timings: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    if not real.features:
-        encoder, normal_feats, test_feats = real.encoded(seg.side, reporter)
-        timings["real_encoding_seconds"] = time.perf_counter() - t0   # once per run, counted in the first method
-        t0 = time.perf_counter()
     encoder, normal_feats, test_feats = real.encoded(seg.side, reporter)
+    t0 = time.perf_counter()
     anomaly_feats = encoder(np.stack([_resize(im, seg.side) for im in images]))
-    tick = reporter.start(f"{method}: training the detector", seg.steps)
+    tick = reporter.start(f"{label}: training the detector", seg.steps)
     model, losses = train_decoder(anomaly_feats, np.stack([_mask_at(m, seg.side) for m in masks]), normal_feats, seg,
-                                  config.seed, tick)
+                                  seed, tick)
     timings["segmentation_train_seconds"] = time.perf_counter() - t0
     result["segmentation_final_loss"] = float(np.mean(losses[-20:]))
 
@@ -162,17 +252,11 @@ def _evaluate_method(method: str, category: Category, real: RealData, samples: l
 
     types = category.anomaly_types
     if config.classifier:
-        from .classifier import type_accuracy
-
         t0 = time.perf_counter()
-        anomalous = [i for i, t in enumerate(real.test_types) if t != "good"]
-        tick = reporter.start(f"{method}: fine-tuning EfficientNet-Lite0", config.cls.steps)
+        tick = reporter.start(f"{label}: type classifier ({config.cls.mode})", config.cls.steps)
         result["type_accuracy"] = type_accuracy(
-            np.stack([_resize(im, config.cls.side) for im in images]),
-            np.array([types.index(s.anomaly_type) for s in samples]),
-            np.stack([_resize(real.test_images[i], config.cls.side) for i in anomalous]),
-            np.array([types.index(real.test_types[i]) for i in anomalous]), types, config.cls, config.seed, tick,
-            weights_dir=Path(config.weights_dir) if config.weights_dir else None)
+            images, masks, np.array([types.index(s.anomaly_type) for s in samples]), real, types, config.cls, seed,
+            Path(config.weights_dir) if config.weights_dir else None, tick)
         timings["classifier_seconds"] = time.perf_counter() - t0
 
     if config.generative:
@@ -182,7 +266,7 @@ def _evaluate_method(method: str, category: Category, real: RealData, samples: l
         weights = Path(config.weights_dir) if config.weights_dir else None
         fakes = {t: [im for im, s in zip(images, samples) if s.anomaly_type == t] for t in types}
         reals = {t: [real.test_images[i] for i, tt in enumerate(real.test_types) if tt == t] for t in types}
-        tick = reporter.start(f"{method}: generative metrics", len(types))
+        tick = reporter.start(f"{label}: generative metrics", len(types))
         done = {"n": 0}
 
         def step() -> None:
@@ -195,9 +279,9 @@ def _evaluate_method(method: str, category: Category, real: RealData, samples: l
     return result
 
 
-def _config_key(method: str, category: Category, config: EvalConfig, profile: dict[str, Any]) -> str:
-    blob = json.dumps({"method": method, "data": str(category.root.resolve()), "config": config.to_dict(),
-                       "profile": profile if method in ("agent", "open-loop") else None}, sort_keys=True)
+def _config_key(method: str, category: Category, config: EvalConfig, profile: dict[str, Any], seed: int) -> str:
+    blob = json.dumps({"method": method, "data": str(category.root.resolve()), "config": config.run_dict(),
+                       "seed": seed, "profile": profile if method in ("agent", "open-loop") else None}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -218,29 +302,157 @@ def versions() -> dict[str, str]:
     return out
 
 
-# ------------------------------------------------------------------------------------------ the run
-def evaluate(data_dir: str | Path, methods: list[str], out: str | Path, n_per_type: int = 10, seed: int = 0,
-             profile: dict[str, Any] | None = None, config: EvalConfig | None = None,
-             reporter: Reporter | None = None) -> dict[str, Any]:
-    """Run the benchmark on one MVTec-layout category folder and write the results under ``out``.
+def run_one(method: str, seed: int, category: Category, real: RealData, run_dir: Path, config: EvalConfig,
+            profile: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+    """One (category, method, seed) run, or its metrics.json read back when computed with the same configuration."""
+    key = _config_key(method, category, config, profile, seed)
+    cached = run_dir / "metrics.json"
+    label = f"{category.name}/{method}/seed {seed}"
+    if cached.is_file():
+        try:
+            previous = json.loads(cached.read_text())
+        except ValueError:
+            previous = {}
+        if previous.get("config_key") == key:
+            reporter.log(f"{label}: reusing {cached} (same configuration)")
+            return previous
+    t0 = time.perf_counter()
+    tick = reporter.start(f"{label}: synthesizing", config.n_per_type * len(category.anomaly_types))
+    samples = synthesize_method(method, category, run_dir / "synthetic", config.n_per_type, seed, profile,
+                                config.textures, config.max_attempts, progress=lambda done, total: tick(done))
+    synth_seconds = time.perf_counter() - t0
+    if not samples:
+        raise EvaluationError(f"{label}: no sample was synthesized; see {run_dir / 'synthetic'}")
+    from .report import write_contact_sheet
 
-    Returns the results.json content. ``n_per_type`` and ``seed`` override the same fields of ``config``.
-    """
+    write_contact_sheet(run_dir / "contact_sheet.png", samples, f"{method} seed {seed}")
+    result = {"config_key": key, "seed": seed, "cost": _cost(samples, synth_seconds),
+              "errors": manifest_errors(run_dir / "synthetic"),
+              **_evaluate_run(label, category, real, samples, config, seed, reporter)}
+    result["timings"]["synthesis_seconds"] = synth_seconds
+    result["contact_sheet"] = str(run_dir.relative_to(run_dir.parents[2]) / "contact_sheet.png")
+    _write_json(cached, result)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ summaries
+def flat_metrics(run: dict[str, Any]) -> dict[str, float | None]:
+    """The scalar numbers of one run that are averaged over seeds; a flagged type measure is None."""
+    out: dict[str, float | None] = {m: run.get("metrics", {}).get(m) for m in DETECTION_METRICS}
+    ta = run.get("type_accuracy") or {}
+    for kind in ("image", "crop"):
+        scores = ta.get(kind) or {}
+        ok = scores and not scores.get("collapsed")
+        out[f"type_{kind}_accuracy"] = scores.get("accuracy") if ok else None
+        out[f"type_{kind}_balanced"] = scores.get("balanced_accuracy") if ok else None
+    cost = run.get("cost", {})
+    out.update({k: cost.get(k) for k in COST_METRICS})
+    return out
+
+
+def mean_sd(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof 1; None with one value) of the values that are not None."""
+    vals = [float(v) for v in values if v is not None]
+    return {"mean": float(np.mean(vals)) if vals else None,
+            "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+            "n": len(vals), "missing": len(values) - len(vals)}
+
+
+def summarize_method(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    flats = [flat_metrics(r) for r in per_seed.values()]
+    out = {k: mean_sd([f[k] for f in flats]) for k in flats[0]}
+    for kind in ("image", "crop"):
+        flags = [((r.get("type_accuracy") or {}).get(kind) or {}).get("collapsed") for r in per_seed.values()]
+        out[f"type_{kind}_flags"] = [f for f in flags if f]
+    return out
+
+
+def paired(values: dict[str, float | None], reference: dict[str, float | None]) -> dict[str, Any]:
+    """Per-seed difference (method - reference) and its mean ± sd over the seeds where both exist."""
+    per_seed = {s: (values[s] - reference[s]) if values.get(s) is not None and reference.get(s) is not None else None
+                for s in values}
+    return {"per_seed": per_seed, **mean_sd(list(per_seed.values()))}
+
+
+PAIRED_METRICS = DETECTION_METRICS + ("type_image_balanced", "type_crop_balanced")
+
+
+def category_summary(methods: dict[str, dict[str, Any]], reference: str) -> None:
+    """Adds ``summary`` (mean ± sd over seeds) and ``paired`` (difference to ``reference``) to each method."""
+    for m, entry in methods.items():
+        entry["summary"] = summarize_method(entry["seeds"])
+    if reference not in methods:
+        return
+    ref = {s: flat_metrics(r) for s, r in methods[reference]["seeds"].items()}
+    for m, entry in methods.items():
+        if m == reference:
+            continue
+        mine = {s: flat_metrics(r) for s, r in entry["seeds"].items()}
+        entry["paired"] = {k: paired({s: mine[s][k] for s in mine}, {s: ref[s][k] for s in ref if s in mine})
+                           for k in PAIRED_METRICS}
+
+
+def mean_over_categories(categories: dict[str, dict[str, Any]], methods: list[str], seeds: list[int],
+                         reference: str) -> dict[str, Any]:
+    """Per method and metric: per seed the mean over categories, then mean ± sd over seeds; and the same for the
+    paired difference to ``reference``. A seed whose value is missing (flagged) in some category is left out."""
+    out: dict[str, Any] = {}
+    keys = DETECTION_METRICS + TYPE_METRICS + COST_METRICS
+
+    def per_seed(method: str) -> dict[str, dict[str, float | None]]:
+        table: dict[str, dict[str, float | None]] = {}
+        for s in map(str, seeds):
+            flats = [flat_metrics(c["methods"][method]["seeds"][s]) for c in categories.values()]
+            table[s] = {k: (float(np.mean([f[k] for f in flats])) if all(f[k] is not None for f in flats) else None)
+                        for k in keys}
+        return table
+
+    tables = {m: per_seed(m) for m in methods}
+    for m in methods:
+        out[m] = {k: {"per_seed": {s: tables[m][s][k] for s in tables[m]},
+                      **mean_sd([tables[m][s][k] for s in tables[m]])} for k in keys}
+        if reference in tables and m != reference:
+            out[m]["paired"] = {k: paired({s: tables[m][s][k] for s in tables[m]},
+                                          {s: tables[reference][s][k] for s in tables[reference]})
+                                for k in PAIRED_METRICS}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the run
+def evaluate(data: str | Path | Sequence[str | Path], methods: list[str], out: str | Path, n_per_type: int = 10,
+             seed: int | None = None, profile: dict[str, Any] | None = None, config: EvalConfig | None = None,
+             reporter: Reporter | None = None, seeds: Sequence[int] | None = None) -> dict[str, Any]:
+    """Run the benchmark on one or more MVTec-layout category folders (or folders of them) and write the results
+    under ``out``; returns the results.json content. ``n_per_type`` and ``seeds`` (or one ``seed``) override
+    the same fields of ``config``."""
     import cv2
     import torch
 
     from ..profile import load_profile
-    from .report import write_contact_sheet, write_markdown
+    from .report import write_markdown
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise EvaluationError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
-    config = replace(config or EvalConfig(), n_per_type=n_per_type, seed=seed)
+    if len(set(methods)) != len(methods):
+        raise EvaluationError(f"--methods lists a method twice: {', '.join(methods)}")
+    config = config or EvalConfig()
+    if seeds is None:
+        seeds = (seed,) if seed is not None else config.seeds
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise EvaluationError(f"--seeds needs distinct seeds, got {', '.join(map(str, seeds)) or 'none'}")
+    config = replace(config, n_per_type=n_per_type, seeds=seeds)
     if config.n_per_type < 1:
         raise EvaluationError("--n must be at least 1")
     reporter = reporter or Reporter()
     profile = profile if profile is not None else load_profile()
-    category = read_category(data_dir)
+    roots = find_categories([data] if isinstance(data, (str, Path)) else list(data))
+    categories = [read_category(r) for r in roots]
+    names = [c.name for c in categories]
+    if len(set(names)) != len(names):
+        raise EvaluationError(f"two category folders share a name ({', '.join(sorted(names))}); "
+                              "their results would overwrite each other")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -249,39 +461,30 @@ def evaluate(data_dir: str | Path, methods: list[str], out: str | Path, n_per_ty
     torch.use_deterministic_algorithms(True)
     cv2.setNumThreads(1)
     t_start = time.perf_counter()
+    results: dict[str, Any] = {"seeds": list(seeds), "reference": config.reference, "method_names": methods,
+                               "config": config.to_dict(), "profile": profile, "versions": versions(),
+                               "categories": {}}
     try:
-        real = load_real(category, config.seg.side)
-        results: dict[str, Any] = {
-            "category": category.name, "data": str(category.root), "methods": {}, "seed": config.seed,
-            "config": config.to_dict(), "profile": profile, "versions": versions(),
-            "test_set": {"images": len(real.test_labels), "anomalous": int(real.test_labels.sum()),
-                         "types": category.anomaly_types, "train_good": len(category.train_good)}}
-        for method in methods:
-            method_dir = out / method
-            key = _config_key(method, category, config, profile)
-            cached = method_dir / "metrics.json"
-            if cached.is_file():
-                previous = json.loads(cached.read_text())
-                if previous.get("config_key") == key:
-                    reporter.log(f"{method}: reusing {cached} (same configuration)")
-                    results["methods"][method] = previous
-                    continue
-            t0 = time.perf_counter()
-            tick = reporter.start(f"{method}: synthesizing", config.n_per_type * len(category.anomaly_types))
-            samples = synthesize_method(method, category, method_dir / "synthetic", config.n_per_type, config.seed,
-                                        profile, config.textures, config.max_attempts,
-                                        progress=lambda done, total: tick(done))
-            synth_seconds = time.perf_counter() - t0
-            if not samples:
-                raise EvaluationError(f"{method}: no sample was synthesized; see {method_dir / 'synthetic'}")
-            write_contact_sheet(method_dir / "contact_sheet.png", samples, method)
-            result = {"config_key": key, "cost": _cost(samples, synth_seconds),
-                      "errors": manifest_errors(method_dir / "synthetic"),
-                      **_evaluate_method(method, category, real, samples, config, reporter)}
-            result["timings"]["synthesis_seconds"] = synth_seconds
-            result["contact_sheet"] = f"{method}/contact_sheet.png"
-            _write_json(cached, result)
-            results["methods"][method] = result
+        for category in categories:
+            t_cat = time.perf_counter()
+            real = load_real(category, config.seg.side)
+            entry: dict[str, Any] = {
+                "data": str(category.root), "methods": {},
+                "test_set": {"images": len(real.test_labels), "anomalous": int(real.test_labels.sum()),
+                             "types": category.anomaly_types, "train_good": len(category.train_good)}}
+            results["categories"][category.name] = entry
+            for method in methods:
+                per_seed = {str(s): run_one(method, s, category, real, out / category.name / method / f"seed{s}",
+                                            config, profile, reporter) for s in seeds}
+                entry["methods"][method] = {"seeds": per_seed}
+            category_summary(entry["methods"], config.reference)
+            entry["timings"] = dict(real.seconds)
+            entry["wall_seconds"] = time.perf_counter() - t_cat          # this call (a resumed run reads back)
+            entry["run_seconds"] = sum(real.seconds.values()) + sum(      # every run's own time, resumed or not
+                sum(r.get("timings", {}).values()) for e in entry["methods"].values() for r in e["seeds"].values())
+            _write_json(out / "results.json", results)      # a partial summary survives an interruption
+            del real
+        results["mean"] = mean_over_categories(results["categories"], methods, list(seeds), config.reference)
         results["wall_seconds"] = time.perf_counter() - t_start
         _write_json(out / "results.json", results)
         write_markdown(out / "results.md", results)
@@ -289,3 +492,9 @@ def evaluate(data_dir: str | Path, methods: list[str], out: str | Path, n_per_ty
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
+
+
+def run_result(results: dict[str, Any], method: str, category: str | None = None, seed: int | None = None) -> dict:
+    """One run's numbers from :func:`evaluate`'s results (default: the first category and seed)."""
+    cat = results["categories"][category or next(iter(results["categories"]))]
+    return cat["methods"][method]["seeds"][str(seed if seed is not None else results["seeds"][0])]

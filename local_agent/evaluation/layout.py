@@ -65,7 +65,8 @@ def read_category(root: str | Path) -> Category:
     test_dir = root / "test"
     if not test_dir.is_dir():
         raise LayoutError(f"{root}: missing test/ (evaluation needs real test images)")
-    types = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and p.name != "good")
+    types = sorted(p.name for p in test_dir.iterdir()  # hidden folders (.ipynb_checkpoints) are not defect types
+                   if p.is_dir() and p.name != "good" and not p.name.startswith("."))
     if not types:
         raise LayoutError(f"{test_dir}: no defect-type folders (test/<type>/ besides test/good)")
     items: list[TestItem] = []
@@ -88,3 +89,31 @@ def read_category(root: str | Path) -> Category:
     if not any(not it.is_anomalous for it in items):
         raise LayoutError(f"{root}: no normal test images in test/good/ (image AUROC needs both classes)")
     return Category(root=root, name=root.resolve().name, train_good=train, test=items, anomaly_types=types)
+
+
+def is_category(folder: Path) -> bool:
+    """A folder that looks like one category (train/ and test/ inside), as opposed to a folder of categories."""
+    return (folder / "train").is_dir() and (folder / "test").is_dir()
+
+
+def find_categories(paths: list[str | Path]) -> list[Path]:
+    """Category folders from ``--data``: each path is a category folder or a folder of category folders (told
+    apart by the layout: train/ and test/ inside). Order kept; sub-folders sorted by name."""
+    found: list[Path] = []
+    if not paths:
+        raise LayoutError("no --data folder given")
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise LayoutError(f"{p}: no such folder (give an MVTec-layout category folder, e.g. mvtec/grid, "
+                              "or a folder of them)")
+        if is_category(p):
+            found.append(p)
+            continue
+        subs = sorted(q for q in p.iterdir() if q.is_dir() and is_category(q))
+        if not subs:
+            if not (p / "train").exists() and not (p / "test").exists() and any(q.is_dir() for q in p.iterdir()):
+                raise LayoutError(f"{p}: neither a category folder (train/, test/ inside) nor a folder of them")
+            found.append(p)          # a broken category: read_category says what it lacks
+            continue
+        found.extend(subs)
+    return found

@@ -1,4 +1,5 @@
-"""What a person reads after ``evaluate``: results.md (one table, methods as rows) and a contact sheet per method."""
+"""What a person reads after ``evaluate``: results.md (a table per category, a mean table over categories, paired
+differences to the reference method) and a contact sheet per method and seed."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,62 +47,133 @@ def write_contact_sheet(path: Path, samples: list[Sample], title: str, per_type:
     atomic_write_bytes(path, encode_png(sheet))
 
 
-def _fmt(value: Any, percent: bool = True) -> str:
-    if value is None:
-        return "–"
-    return f"{100 * value:.1f}" if percent else f"{value:.3f}"
+def _cell(stat: dict[str, Any] | None, percent: bool = True, flags: list[str] | None = None, signed: bool = False) -> str:
+    """``mean ± sd`` (sd left out with one seed); a measure flagged in every seed prints its flag instead."""
+    flags = flags or []
+    if not stat or stat.get("mean") is None:
+        return flags[0].split(" (")[0] if flags and flags[0].startswith("collapsed") else (flags[0] if flags else "–")
+    scale = 100 if percent else 1
+    sign = "+" if signed else ""
+    text = f"{scale * stat['mean']:{sign}.1f}" if percent else f"{stat['mean']:{sign}.3f}"
+    if stat.get("sd") is not None:
+        text += f" ± {scale * stat['sd']:.1f}" if percent else f" ± {stat['sd']:.3f}"
+    if flags:
+        text += f" ({len(flags)} flagged)"
+    return text
 
 
-def markdown_table(results: dict[str, Any]) -> str:
-    """One row per method: detection (%), type accuracy (%), generative metrics, cost."""
-    methods = results["methods"]
-    gen_names: list[str] = []
-    for r in methods.values():
-        for k in r.get("generative", {}):
-            if k not in ("per_type", "networks") and k not in gen_names:
-                gen_names.append(k)
-    metric_names = [m for m in TABLE_METRICS if any(m in r.get("metrics", {}) for r in methods.values())]
-    resnet = any(isinstance(r.get("type_accuracy", {}).get("resnet34"), dict) for r in methods.values())
-    head = (["method"] + metric_names + ["type acc. (Lite0)"] + (["type acc. (ResNet34)"] if resnet else [])
-            + gen_names + ["judge pass %", "s/sample", "s/passed"])
+TYPE_COLUMNS = (("type_image_accuracy", "type acc. image"), ("type_image_balanced", "type bal. acc. image"),
+                ("type_crop_accuracy", "type acc. crop"), ("type_crop_balanced", "type bal. acc. crop"))
+
+
+def category_table(entry: dict[str, Any]) -> str:
+    """One row per method: detection (%), type measures (%, or the flag), judge pass rate, cost."""
+    from .harness import DETECTION_METRICS
+
+    methods = entry["methods"]
+    metric_names = [m for m in DETECTION_METRICS
+                    if any(e["summary"].get(m, {}).get("mean") is not None for e in methods.values())]
+    has_types = any((r.get("type_accuracy") is not None) for e in methods.values() for r in e["seeds"].values())
+    head = ["method"] + metric_names + ([c for _, c in TYPE_COLUMNS] if has_types else []) + \
+        ["judge pass %", "s/sample"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, r in methods.items():
-        cost = r.get("cost", {})
-        row = [name] + [_fmt(r.get("metrics", {}).get(m)) for m in metric_names]
-        row.append(_fmt(r.get("type_accuracy", {}).get("accuracy")))
-        if resnet:
-            other = r.get("type_accuracy", {}).get("resnet34")
-            row.append(_fmt(other.get("accuracy") if isinstance(other, dict) else None))
-        row += [_fmt(r.get("generative", {}).get(g), percent=False) for g in gen_names]
-        row += [_fmt(cost.get("judge_pass_rate")), _fmt(cost.get("seconds_per_sample"), percent=False),
-                _fmt(cost.get("seconds_per_passed"), percent=False)]
+    for name, e in methods.items():
+        s = e["summary"]
+        row = [name] + [_cell(s.get(m)) for m in metric_names]
+        if has_types:
+            row += [_cell(s.get(k), flags=s.get(f"type_{k.split('_')[1]}_flags")) for k, _ in TYPE_COLUMNS]
+        row += [_cell(s.get("judge_pass_rate")), _cell(s.get("seconds_per_sample"), percent=False)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
+def paired_table(methods: dict[str, dict[str, Any]], reference: str) -> str:
+    """Method minus reference, per seed then mean ± sd (percentage points)."""
+    from .harness import PAIRED_METRICS
+
+    rows = {m: e["paired"] for m, e in methods.items() if "paired" in e}
+    if not rows:
+        return ""
+    names = [k for k in PAIRED_METRICS if any(p.get(k, {}).get("mean") is not None for p in rows.values())]
+    head = ["method"] + [f"Δ {k}" for k in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, p in rows.items():
+        lines.append("| " + " | ".join([f"{m} − {reference}"] + [_cell(p.get(k), signed=True) for k in names]) + " |")
+    return "\n".join(lines)
+
+
+def mean_table(results: dict[str, Any]) -> str:
+    """Methods as rows: mean ± sd over seeds of the per-category mean."""
+    from .harness import DETECTION_METRICS, TYPE_METRICS
+
+    mean = results["mean"]
+    names = [k for k in DETECTION_METRICS + TYPE_METRICS
+             if any(mean[m].get(k, {}).get("n") for m in mean)]
+    head = ["method"] + names + ["judge pass %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, stats in mean.items():
+        cells = []
+        for k in names:
+            st = stats.get(k, {})
+            cell = _cell(st)
+            if st.get("missing"):
+                cell += f" ({st['missing']} seed(s) flagged in some category)" if st.get("n") else " (flagged)"
+            cells.append(cell)
+        lines.append("| " + " | ".join([m] + cells + [_cell(stats.get("judge_pass_rate"))]) + " |")
+    return "\n".join(lines)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The mean table with several categories, else the one category's table (what the CLI prints)."""
+    cats = results["categories"]
+    if len(cats) > 1:
+        return mean_table(results)
+    return category_table(next(iter(cats.values())))
+
+
 def _resnet_note(results: dict[str, Any]) -> str:
     """Why the paper's ResNet34 column is absent, when it is."""
-    for r in results["methods"].values():
-        other = r.get("type_accuracy", {}).get("resnet34")
-        if isinstance(other, str):
-            return f" (ResNet34 {other})"
+    for c in results["categories"].values():
+        for e in c["methods"].values():
+            for r in e["seeds"].values():
+                other = (r.get("type_accuracy") or {}).get("resnet34")
+                if isinstance(other, str):
+                    return f" ResNet34 (the paper's classifier) {other}."
     return ""
 
 
 def write_markdown(path: Path, results: dict[str, Any]) -> None:
     cfg = results["config"]
-    ts = results["test_set"]
-    text = (f"# Synthetic-anomaly benchmark: {results['category']}\n\n"
-            f"Data: `{results['data']}` — {ts['train_good']} train/good images; test: {ts['images']} images "
-            f"({ts['anomalous']} anomalous; types {', '.join(ts['types'])}).\n"
-            f"{cfg['n_per_type']} synthetic samples per type and method, seed {cfg['seed']}; detector "
-            f"{cfg['seg'].get('encoder', 'UNet')} + decoder, {cfg['seg']['side']} px, {cfg['seg']['steps']} steps; "
-            f"classifier EfficientNet-Lite0 "
-            f"{cfg['cls']['side']} px, {cfg['cls']['steps']} steps{_resnet_note(results)}. Detection numbers and "
-            "accuracy in %.\n\n"
-            + markdown_table(results) + "\n\n"
-            "Generative metrics are named after the networks that computed them: `IS` / `IC-LPIPS` only with "
-            "Inception-v3 and LPIPS weights under weights/; `IS-effnet-lite0` / `IC-feature-dist-effnet-lite0` are "
-            "substitutes on EfficientNet-Lite0 and are not comparable with the paper's numbers.\n"
-            f"\nWall time: {results.get('wall_seconds', 0):.0f} s.\n")
-    atomic_write_bytes(path, text.encode())
+    seeds = results["seeds"]
+    ref = results["reference"]
+    cls = cfg["cls"]
+    parts = [f"# Synthetic-anomaly benchmark: {', '.join(results['categories'])}\n",
+             f"{cfg['n_per_type']} synthetic samples per type and method; seeds {', '.join(map(str, seeds))} "
+             f"(synthesis and detector); cells are mean ± sd over seeds (sample sd), in %. Detector "
+             f"{cfg['seg'].get('encoder', '')} + decoder, {cfg['seg']['side']} px, {cfg['seg']['steps']} steps. "
+             f"Type classifier: {cls['mode']} ({cls['side']} px); 'image' = whole images (the paper's measure), "
+             f"'crop' = crops around the synthetic mask (train) and the ground-truth mask (test), one crop rule. "
+             f"A classifier whose top class takes >= 90 % of the predictions is flagged 'collapsed', a category with "
+             f"one type 'n/a (1 type)'; flagged runs are left out of the means.{_resnet_note(results)}\n"]
+    if len(results["categories"]) > 1:
+        parts += [f"## Mean over {len(results['categories'])} categories\n",
+                  "Per seed the mean over categories, then mean ± sd over seeds.\n", mean_table(results) + "\n"]
+        paired = {m: {"paired": s["paired"]} for m, s in results["mean"].items() if "paired" in s}
+        if paired:
+            parts += [f"Paired difference to {ref} (per seed, then mean ± sd; percentage points):\n",
+                      paired_table(paired, ref) + "\n"]
+    for name, c in results["categories"].items():
+        ts = c["test_set"]
+        types = ts["types"]
+        chance = f"chance: balanced 1/{len(types)} = {100 / len(types):.1f} %" if len(types) > 1 else "one type"
+        parts += [f"## {name}\n",
+                  f"`{c['data']}` — {ts['train_good']} train/good; test {ts['images']} images ({ts['anomalous']} "
+                  f"anomalous; types {', '.join(types)}; {chance}). Time: {c.get('run_seconds', 0):.0f} s in its runs "
+                  f"(synthesis, detector, classifier, real-image features), {c.get('wall_seconds', 0):.0f} s wall "
+                  "in this call (less when runs were read back).\n",
+                  category_table(c) + "\n"]
+        table = paired_table(c["methods"], ref)
+        if table:
+            parts += [f"Paired difference to {ref} (percentage points):\n", table + "\n"]
+    parts.append(f"Total wall time: {results.get('wall_seconds', 0):.0f} s.\n")
+    atomic_write_bytes(path, "\n".join(parts).encode())

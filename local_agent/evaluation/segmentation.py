@@ -14,7 +14,7 @@ training step only runs the decoder: about 0.1 s per step of 16 images on one co
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -47,10 +47,10 @@ class SegConfig:
 class Encoder:
     """EfficientNet-Lite0 up to stage 5, in eval mode with gradients off (its BatchNorm keeps ImageNet statistics)."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: Any = None) -> None:
         from .classifier import pretrained_lite0
 
-        self.model = pretrained_lite0().eval().requires_grad_(False)
+        self.model = (model if model is not None else pretrained_lite0()).eval().requires_grad_(False)
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, batch: int = 16,
@@ -142,3 +142,22 @@ def predict_maps(model: Decoder, features: Features, out_size: tuple[int, int], 
         prob = torch.sigmoid(F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False))
         maps.append(prob[:, 0].numpy())
     return np.concatenate(maps).astype(np.float32)
+
+
+def save_decoder(model: Decoder, path: Any) -> None:
+    """Write a trained decoder (its width and weights) atomically; :func:`load_decoder` reads it back."""
+    import io
+
+    from ..images import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save({"width": model.p16.out_channels, "state": model.state_dict()}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_decoder(path: Any) -> Decoder:
+    """A decoder saved by :func:`save_decoder`, in eval mode (tensors only: ``weights_only``)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = Decoder(int(blob["width"]))
+    model.load_state_dict(blob["state"])
+    return model.eval()

@@ -4,7 +4,7 @@ count per defect type; every mask comes from the same MG tool (the profile's mas
 - ``agent``: the closed loop (:func:`local_agent.synth.synthesize`) with the configured profile.
 - ``open-loop``: ONE call of the profile's image-generation backend with the fixed comparison prompt below — no
   prompt writer, no judge feedback, no retrieval — the paper's "fixed-prompt editing model" row.
-- ``cutpaste`` / ``draem`` / ``nsa``: one call of that IG backend (:mod:`local_agent.tools.baselines`).
+- ``cutpaste`` / ``draem`` / ``draem-fg`` / ``nsa``: one call of that IG backend (:mod:`local_agent.tools.baselines`).
 
 Why MG masks for the baselines too: BENCHMARK.md asks for the same procedure for every method, and the MG
 difference mask follows the changed pixels closely (measured against the baselines' own regions on grid and
@@ -26,11 +26,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ..images import load_image, save_mask_atomic, save_png_atomic
-from ..synth import Job, append_manifest, is_finished, plan_jobs, read_manifest
+from ..outputs import safe_name
+from ..synth import Job, append_manifest, compact_manifest, is_finished, plan_jobs, read_manifest
 from .layout import Category
 
-BASELINES = ("cutpaste", "draem", "nsa")
-METHODS = ("cutpaste", "draem", "nsa", "open-loop", "agent")
+BASELINES = ("cutpaste", "draem", "draem-fg", "nsa")
+METHODS = ("cutpaste", "draem", "draem-fg", "nsa", "open-loop", "agent")
 
 # The fixed comparison prompt (paper's "editing model + fixed prompt" baselines): category and type name only.
 OPEN_LOOP_PROMPT = ("Using the provided image, change only one region of the {item} to add a {defect} defect. "
@@ -61,8 +62,8 @@ def first_attempt_seed(job_seed: int) -> int:
 def ig_config(method: str, category: Category, profile: dict[str, Any], textures: str | None) -> dict[str, Any]:
     if method == "cutpaste":
         return {"backend": "cutpaste"}
-    if method == "draem":
-        return {"backend": "draem", "textures": textures}
+    if method in ("draem", "draem-fg"):
+        return {"backend": "draem", "textures": textures, "foreground": method == "draem-fg"}
     if method == "nsa":
         return {"backend": "nsa", "sources": str(category.root / "train" / "good")}
     if method == "open-loop":
@@ -119,6 +120,7 @@ def _synthesize_single_call(method: str, category: Category, out: Path, n: int, 
         if is_finished(done.get(job.key), out):
             continue
         append_manifest(manifest, _one_sample(method, job, out, editor, masker, judge))
+    compact_manifest(manifest, out)   # one record per sample, whatever earlier runs appended
     if progress:
         progress(len(jobs), len(jobs))
     return _read_samples(out, category, n)
@@ -134,8 +136,9 @@ def _one_sample(method: str, job: Job, out: Path, editor: Any, masker: Any, judg
     t1 = time.perf_counter()
     verdict = judge.evaluate(loaded.rgb, edited, job.category, job.anomaly_type)
     judge_seconds = time.perf_counter() - t1
-    image_rel = f"{job.category}/test/{job.anomaly_type}/{job.stem}.png"
-    mask_rel = f"{job.category}/ground_truth/{job.anomaly_type}/{job.stem}_mask.png"
+    category, anomaly = safe_name(job.category), safe_name(job.anomaly_type)
+    image_rel = f"{category}/test/{anomaly}/{job.stem}.png"
+    mask_rel = f"{category}/ground_truth/{anomaly}/{job.stem}_mask.png"
     save_png_atomic(out / image_rel, edited, loaded.grayscale)
     save_mask_atomic(out / mask_rel, mask)
     passed = bool(verdict.get("passed"))

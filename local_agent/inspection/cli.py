@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,12 +13,13 @@ INSPECT_POLICIES: dict[str, str] = {"scripted": "local_agent.inspection.policy:S
 
 
 def _progress():
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..cli import console
 
     # on stderr, so that stdout carries only results (the --eval report is JSON a script can read)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[note]}"), console=Console(stderr=True), transient=False)
+                    TextColumn("{task.fields[note]}", markup=False), console=console(), transient=False)
 
 
 def _fail(message: str) -> None:
@@ -49,7 +51,7 @@ def index_gallery(folder: Path, index_dir: Path, category: str | None, k: int, l
         try:
             path = build_gallery(folder, index_dir, category=category, k=k, limit=limit, progress=progress,
                                  skipped=skipped)
-        except (GalleryError, BackendUnavailable) as e:
+        except (GalleryError, BackendUnavailable, ValueError) as e:
             _fail(str(e))
     for reason in skipped:
         click.echo(f"skipped: {reason}", err=True)
@@ -68,8 +70,12 @@ def index_gallery(folder: Path, index_dir: Path, category: str | None, k: int, l
                    "into OUT/gallery when not given).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (reruns resume).")
 @click.option("--types", help="Comma-separated defect type names (default: the gallery source's test/<type> names).")
-@click.option("--eval", "eval_dir", type=click.Path(path_type=Path),
-              help="Evaluate on an MVTec-layout category folder (mini-MMAD questions, AUROCs).")
+@click.option("--eval", "eval_dirs", type=click.Path(path_type=Path), multiple=True,
+              help="Evaluate on an MVTec-layout category folder (mini-MMAD questions, AUROCs); repeat it for several "
+                   "categories (each in OUT/<category>/, with a mean row in OUT/eval.md).")
+@click.option("--inspector", "inspector_dir", type=click.Path(path_type=Path),
+              help="Trained inspector folder from `local-agent train-inspector` (its head, type classifier, gallery "
+                   "and thresholds); without it the inspector is the untrained one.")
 @click.option("--limit", type=click.IntRange(1), help="With --eval: only the first N images of each test folder.")
 @click.option("--policy", "policy_name", type=click.Choice(sorted(INSPECT_POLICIES)), default="scripted",
               show_default=True)
@@ -79,8 +85,8 @@ def index_gallery(folder: Path, index_dir: Path, category: str | None, k: int, l
 @click.option("--k", type=click.IntRange(1, 64), help="Nearest normal exemplars to compare with (default: gallery's).")
 @click.option("--max-steps", type=click.IntRange(1), default=8, show_default=True)
 def inspect(images: tuple[Path, ...], category: str | None, gallery_dir: Path | None, out: Path, types: str | None,
-            eval_dir: Path | None, limit: int | None, policy_name: str, policy_options: tuple[str, ...],
-            k: int | None, max_steps: int) -> None:
+            eval_dirs: tuple[Path, ...], inspector_dir: Path | None, limit: int | None, policy_name: str,
+            policy_options: tuple[str, ...], k: int | None, max_steps: int) -> None:
     """Inspect IMAGES (files or folders) for anomalies with the AgentIAD tools; write answers.jsonl, overlays and
     trajectories to OUT. With --eval DIR, answer DIR's mini-MMAD questions and report accuracy and AUROCs."""
     import importlib
@@ -90,6 +96,7 @@ def inspect(images: tuple[Path, ...], category: str | None, gallery_dir: Path | 
     from .runner import inspect_images
     from .tools import inspection_tools
 
+    eval_dir = eval_dirs[0] if eval_dirs else None
     if eval_dir is None and not images:
         _fail("give IMAGES to inspect, or --eval DIR")
     if eval_dir is not None and images:
@@ -101,8 +108,11 @@ def inspect(images: tuple[Path, ...], category: str | None, gallery_dir: Path | 
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             _fail(f"--policy-option {item!r}: write KEY=VALUE")
-        options[key.strip()] = yaml.safe_load(value)
-    category = category or (Path(eval_dir).name if eval_dir else None)
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            _fail(f"--policy-option {item!r}: the value is not a YAML scalar ({str(e).splitlines()[0]})")
+    category = category or (Path(eval_dir).resolve().name if eval_dir else None)
     if not category:
         _fail("--category is required (the gallery's sub-folder name)")
     with _progress() as bar:
@@ -111,34 +121,70 @@ def inspect(images: tuple[Path, ...], category: str | None, gallery_dir: Path | 
         def progress(done: int, total: int, note: str) -> None:
             bar.update(task, completed=done, total=total, note=note[:60])
 
-        try:
-            if gallery_dir is None:
+        def run(category: str, eval_dir: Path | None, out: Path) -> Any:
+            gallery = gallery_dir
+            inspector = None
+            if inspector_dir is not None:
+                from .trained import load_inspector
+
+                inspector = load_inspector(inspector_dir, category)
+                gallery = gallery or inspector.gallery_dir
+            if gallery is None:
                 if eval_dir is None:
                     _fail("--gallery is required (build one with `local-agent index-gallery DIR --out INDEX`)")
-                gallery_dir = Path(out) / "gallery"
-                if not (category_dir(gallery_dir, category) / "meta.json").is_file():
+                gallery = Path(out) / "gallery"
+                if not (category_dir(gallery, category) / "meta.json").is_file():
                     bar.update(task, description="gallery")
-                    build_gallery(eval_dir, gallery_dir, category=category, progress=progress)
+                    build_gallery(eval_dir, gallery, category=category, progress=progress)
                     bar.update(task, description="inspect", completed=0)
-            gallery = load_gallery(gallery_dir, category)
-            type_names = [t.strip() for t in types.split(",") if t.strip()] if types else gallery.defect_types
+            loaded = load_gallery(gallery, category)
+            type_names = [t.strip() for t in types.split(",") if t.strip()] if types else \
+                (loaded.defect_types or (inspector.classes if inspector else []))
             module, _, attr = INSPECT_POLICIES[policy_name].partition(":")
             try:
                 policy = getattr(importlib.import_module(module), attr)(**options)
             except TypeError as e:
                 _fail(f"bad --policy-option for {policy_name}: {e}")
-            tools = inspection_tools(gallery_dir, k=k)
+            if inspector is not None:
+                from .trained import trained_tools
+
+                tools = trained_tools(gallery, inspector, k=k)
+            else:
+                tools = inspection_tools(gallery, k=k)
             if eval_dir is not None:
                 from .evaluate import evaluate
 
-                report = evaluate(eval_dir, tools, policy, out, types=type_names, limit=limit, progress=progress)
+                bar.update(task, description=f"inspect {category}", completed=0)
+                return evaluate(eval_dir, tools, policy, out, types=type_names, limit=limit, progress=progress)
+            return inspect_images(list(images), category, type_names, tools, policy, out, max_steps=max_steps,
+                                  progress=progress)
+
+        try:
+            if len(eval_dirs) > 1:
+                from ..outputs import inside, safe_name
+
+                reports = [run(Path(d).resolve().name, d, inside(Path(out), safe_name(Path(d).resolve().name)))
+                           for d in eval_dirs]
+            elif eval_dir is not None:
+                report = run(category, eval_dir, out)
             else:
-                summary = inspect_images(list(images), category, type_names, tools, policy, out, max_steps=max_steps,
-                                         progress=progress)
+                summary = run(category, None, out)
         except (GalleryError, BackendUnavailable, ValueError) as e:
             _fail(str(e))
+    if len(eval_dirs) > 1:
+        from ..images import atomic_write_bytes
+        from .evaluate import markdown_table
+
+        table = markdown_table(reports)
+        atomic_write_bytes(Path(out) / "eval.md", table.encode())
+        click.echo(json.dumps(reports, indent=1))
+        click.echo(table, err=True)
+        return
     if eval_dir is not None:
+        from .evaluate import markdown_table
+
         click.echo(json.dumps(report, indent=1))
+        click.echo(markdown_table([report]), err=True)
         return
     for err in summary.errors:
         click.echo(f"error: {err}", err=True)

@@ -81,4 +81,34 @@ def evaluate(folder: Path, tools: dict[str, Any], policy: Policy, out: Path, typ
         if records else None,
     }
     atomic_write_bytes(out / "eval.json", json.dumps(report, indent=1).encode())
+    atomic_write_bytes(out / "eval.md", markdown_table([report]).encode())
     return report
+
+
+COLUMNS = (("anomaly", "balanced_accuracy", "anomaly bal. acc."), ("anomaly", "accuracy", "anomaly acc."),
+           ("anomaly", "majority", "always-majority acc."), ("anomaly", "overkill", "overkill"),
+           ("anomaly", "miss", "miss"), ("defect_type", "accuracy", "type acc."), ("defect_type", "chance", "chance"),
+           ("defect_type", "majority", "majority"), ("location", "accuracy", "location acc."),
+           ("location", "chance", "chance"), ("location", "majority", "majority"))
+
+
+def markdown_table(reports: list[dict[str, Any]]) -> str:
+    """MMAD-style results, one row per category and, for several, their mean (missing values left out of it)."""
+    head = ["category", "images"] + [c[2] for c in COLUMNS] + ["image_AUROC", "s/image"]
+
+    def values(r: dict[str, Any]) -> list[Any]:
+        acc = r.get("accuracy", {})
+        return [r.get("images")] + [acc.get(q, {}).get(k) for q, k, _ in COLUMNS] + \
+            [r.get("image_AUROC"), r.get("seconds_per_image")]
+
+    def cell(v: Any) -> str:
+        return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = [values(r) for r in reports]
+    lines += ["| " + " | ".join([r["category"]] + [cell(v) for v in row]) + " |" for r, row in zip(reports, rows)]
+    if len(reports) > 1:
+        mean = [float(np.mean(col)) if (col := [v for v in column if v is not None]) else None
+                for column in zip(*rows)]
+        lines.append("| **mean** | " + " | ".join(cell(v) for v in mean) + " |")
+    return "\n".join(lines) + "\n"

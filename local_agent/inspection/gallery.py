@@ -77,7 +77,10 @@ def flat_index(vectors: np.ndarray) -> Any:
 
 
 def category_dir(index_dir: Path, category: str) -> Path:
-    return Path(index_dir) / category
+    """``<index_dir>/<safe_name(category)>``: a category is one folder inside the index, whatever its text."""
+    from ..outputs import inside, safe_name
+
+    return inside(Path(index_dir), safe_name(category))
 
 
 def normal_images(folder: Path) -> list[Path]:
@@ -118,7 +121,7 @@ def build_gallery(folder: Path, index_dir: Path, category: str | None = None, k:
     folder = Path(folder)
     if not folder.is_dir():
         raise GalleryError(f"{folder}: not a folder")
-    category = category or (folder.name if (folder / "train" / "good").is_dir() else None)
+    category = category or (folder.resolve().name if (folder / "train" / "good").is_dir() else None)
     if not category:
         raise GalleryError(f"{folder}: not an MVTec category folder (no train/good); pass --category")
     paths = normal_images(folder)[:limit]
@@ -199,7 +202,7 @@ def calibrate(gallery: Gallery, folds: int = CALIBRATION_FOLDS, zoom_samples: in
     }
 
 
-_CACHE: dict[tuple[str, str], Gallery] = {}
+_CACHE: dict[tuple[str, str, int], Gallery] = {}
 
 
 def load_gallery(index_dir: Path, category: str) -> Gallery:
@@ -207,21 +210,36 @@ def load_gallery(index_dir: Path, category: str) -> Gallery:
     import faiss
 
     folder = category_dir(index_dir, category)
-    key = (str(folder.resolve()), category)
-    if key in _CACHE:
-        return _CACHE[key]
     missing = [f for f in FILES if not (folder / f).is_file()]
     if missing:
         raise GalleryError(f"no finished gallery for '{category}' in {index_dir} (missing {', '.join(missing)}); "
                            f"build it with: local-agent index-gallery <{category} folder> --out {index_dir}")
-    meta = json.loads((folder / "meta.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise GalleryError(f"{folder}: gallery format {meta.get('format')} != {FORMAT}; rebuild it")
-    index = faiss.deserialize_index(np.fromfile(folder / "index.faiss", dtype=np.uint8))
-    descriptors = index.reconstruct_n(0, index.ntotal)
-    gallery = Gallery(category, np.load(folder / "images.npy"), np.load(folder / "patches.npy"), descriptors,
-                      meta["names"], k=int(meta.get("k", DEFAULT_K)),
-                      radius=int(meta.get("radius", DEFAULT_RADIUS)), calibration=meta["calibration"],
-                      defect_types=list(meta.get("defect_types", [])), _index=index)
+    key = (str(folder.resolve()), category, (folder / "meta.json").stat().st_mtime_ns)  # a rebuild is a new gallery
+    if key in _CACHE:
+        return _CACHE[key]
+    rebuild = f"rebuild it with: local-agent index-gallery <{category} folder> --out {index_dir}"
+
+    def read(name: str, how: Callable[[Path], Any]) -> Any:
+        try:
+            return how(folder / name)
+        except (OSError, ValueError, RuntimeError, EOFError, KeyError, TypeError) as e:  # faiss raises RuntimeError
+            reason = " ".join(str(e).split())[:160] or type(e).__name__
+            raise GalleryError(f"{folder / name}: unreadable or corrupt ({reason}); {rebuild}") from e
+
+    meta = read("meta.json", lambda p: json.loads(p.read_bytes().decode("utf-8")))
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise GalleryError(f"{folder / 'meta.json'}: gallery format {found} != {FORMAT}; {rebuild}")
+    index = read("index.faiss", lambda p: faiss.deserialize_index(np.fromfile(p, dtype=np.uint8)))
+    descriptors = read("index.faiss", lambda _: index.reconstruct_n(0, index.ntotal))
+    images = read("images.npy", lambda p: np.load(p, allow_pickle=False))
+    patches = read("patches.npy", lambda p: np.load(p, allow_pickle=False))
+    gallery = read("meta.json", lambda _: Gallery(
+        category, images, patches, descriptors, list(meta["names"]), k=int(meta.get("k", DEFAULT_K)),
+        radius=int(meta.get("radius", DEFAULT_RADIUS)), calibration=dict(meta["calibration"]),
+        defect_types=list(meta.get("defect_types", [])), _index=index))
+    if not len(gallery.names) == len(images) == len(patches) == index.ntotal:
+        raise GalleryError(f"{folder}: {len(gallery.names)} names in meta.json, {len(images)} images, "
+                           f"{len(patches)} patch sets, {index.ntotal} index vectors; {rebuild}")
     _CACHE[key] = gallery
     return gallery

@@ -108,8 +108,27 @@ def grade(questions: list[dict[str, Any]], answers: dict[str, dict[str, Any] | N
         if qtype == "anomaly":   # always answering the commoner label; on skewed sets this beats a coin
             yes = sum(q["answer"] == "yes" for q in qs) / len(qs)
             result[qtype]["majority"] = round(max(yes, 1 - yes), 4)
+            result[qtype].update(anomaly_rates(qs, hits))
         else:
+            answers_seen = [q["answer"] for q in qs]
+            result[qtype]["majority"] = round(max(map(answers_seen.count, set(answers_seen))) / len(qs), 4)
             flagged = [h for q, h in zip(qs, hits) if (answers.get(q["image"]) or {}).get("anomaly_present")]
             result[qtype]["flagged"] = len(flagged)
             result[qtype]["accuracy_when_flagged"] = round(sum(flagged) / len(flagged), 4) if flagged else None
     return result
+
+
+def anomaly_rates(questions: list[dict[str, Any]], hits: list[bool]) -> dict[str, Any]:
+    """MMAD's anomaly measure: balanced accuracy = (accuracy on normal images + accuracy on defective ones) / 2
+    (scikit-learn; always answering one label scores 0.5), with the overkill rate (normal images flagged) and the
+    miss rate (defects not flagged). A missing answer counts as wrong."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    truth = [q["answer"] == "yes" for q in questions]
+    said = [t if h else not t for t, h in zip(truth, hits)]
+    normal = [h for t, h in zip(truth, hits) if not t]
+    defect = [h for t, h in zip(truth, hits) if t]
+    return {"balanced_accuracy": round(float(balanced_accuracy_score(truth, said)), 4) if normal and defect else None,
+            "balanced_chance": 0.5,
+            "overkill": round(1 - sum(normal) / len(normal), 4) if normal else None,
+            "miss": round(1 - sum(defect) / len(defect), 4) if defect else None}

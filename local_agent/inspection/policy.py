@@ -30,6 +30,10 @@ class ScriptedInspector:
         if full is None:
             return format_tool_call(RETRIEVER, {"image_index": 1},
                                     "First compare the image with the nearest normal exemplars of its category.")
+        if "fused_score" in full:        # a trained inspector's retriever (``--inspector``): decide on its evidence
+            from .trained import trained_next_message
+
+            return trained_next_message(episode, full, self.max_tool_calls)
         last = done[-1]
         score = full["anomaly_score"]
         low, high = full["normal_range"]

@@ -4,12 +4,12 @@ Layout of ``out``: ``answers.jsonl`` (one line per image: answer or one-line err
 image with the discrepancy heat map and the answer's box), ``trajectories/<key>.json`` (the episode; zooms and
 exemplars shown in it saved as ``trajectories/<key>/image_N.png``) and, for evaluation, ``maps/<key>.npy``.
 A rerun skips every image that already has an answer; a bad image gets a one-line error and the run goes on.
+Keys follow :func:`local_agent.outputs.safe_name` (one file-name component each, unique within a run), and
+``answers.jsonl`` is compacted at the start and end of a run: one current record per image, torn lines dropped.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,8 @@ import numpy as np
 
 from ..episode import save_json_atomic
 from ..images import IMAGE_SUFFIXES, ImageRejected, atomic_write_bytes, load_image, save_png_atomic
+from ..outputs import (append_record, check_record_file, inside, read_records, remove_replaced, safe_name,
+                       write_records)
 from .episode import InspectionEpisode, Policy, run_inspection
 
 ANSWERS = "answers.jsonl"
@@ -38,7 +40,8 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, inputs):
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES))
+            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and
+                              (q.is_file() or (q.is_symlink() and not q.exists()))))  # a broken link gets a line
         else:
             out.append(p)
     seen: set[Path] = set()
@@ -46,35 +49,33 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
 
 
 def image_keys(paths: list[Path]) -> list[str]:
-    """File-system-safe unique names: the path below the inputs' common folder (``bent/000.png`` → ``bent__000``)."""
+    """Safe unique names: the path below the inputs' common folder (``bent/000.png`` → ``bent__000``), through
+    :func:`~local_agent.outputs.safe_name`; a key two images would share gets a hash of the second's path."""
     resolved = [p.resolve() for p in paths]
     root = Path(os.path.commonpath([str(p.parent) for p in resolved])) if resolved else Path(".")
-    keys = []
+    keys: list[str] = []
+    used: set[str] = set()
     for p in resolved:
-        rel = p.relative_to(root).with_suffix("")
-        keys.append(re.sub(r"[^A-Za-z0-9_.-]+", "_", "__".join(rel.parts)))
+        rel = p.relative_to(root)
+        key = safe_name("__".join(rel.with_suffix("").parts) or rel.name)
+        if key in used:  # "a b.png" beside "a b.jpg", or bent__000.png beside bent/000.png
+            key = safe_name(f"{key}/{rel.as_posix()}")
+        keys.append(key)
+        used.add(key)
     return keys
+
+
+RECORD_FILES = ("trajectory", "overlay", "map")   # answer fields that name files under ``out``
 
 
 def read_answers(path: Path) -> dict[str, dict[str, Any]]:
     """Last record per key; a torn last line (crash mid-write) is ignored."""
-    records: dict[str, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            records[rec["key"]] = rec
-    return records
+    return read_records(path, lambda r: str(r["key"]))  # type: ignore[return-value]
 
 
 def append_line(path: Path, record: dict[str, Any]) -> None:
     """One write of one whole line, flushed and fsynced: a crash loses at most the line being written."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_record(path, record, default=_jsonable)
 
 
 def _jsonable(o: Any) -> Any:
@@ -107,12 +108,14 @@ def overlay(image: np.ndarray, dmap: np.ndarray | None, threshold: float, answer
 
 def save_trajectory(out: Path, key: str, source: Path, episode: InspectionEpisode) -> str:
     files = {1: str(source)}
+    for old in inside(out, f"trajectories/{key}").glob("image_*.png"):  # an earlier run's extra views
+        old.unlink(missing_ok=True)
     for i, img in enumerate(episode.workspace.images[1:], start=2):
         rel = f"trajectories/{key}/image_{i}.png"
-        save_png_atomic(out / rel, img)
+        save_png_atomic(inside(out, rel), img)
         files[i] = rel
     rel = f"trajectories/{key}.json"
-    save_json_atomic(out / rel, episode.to_record(files))
+    save_json_atomic(inside(out, rel), episode.to_record(files))
     return rel
 
 
@@ -124,9 +127,12 @@ def inspect_images(inputs: list[Path], category: str, defect_types: list[str], t
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    check_record_file(out / ANSWERS)
     paths = expand_inputs(inputs)
     keys = image_keys(paths)
     previous = read_answers(out / ANSWERS)
+    if (out / ANSWERS).is_file():
+        write_records(out / ANSWERS, previous.values(), default=_jsonable)  # one record per image, no torn line
     summary = InspectSummary()
     retriever = next((t for t in tools.values() if isinstance(t, ComparativeRetriever)), None)
     t0 = time.perf_counter()
@@ -140,6 +146,10 @@ def inspect_images(inputs: list[Path], category: str, defect_types: list[str], t
         record: dict[str, Any] = {"key": key, "image": str(path), "category": category, "answer": None, "error": None}
         started = time.perf_counter()
         try:
+            if path.is_symlink() and not path.exists():
+                raise ImageRejected(f"{path}: broken symbolic link (points to {os.readlink(path)})")
+            if not path.exists():
+                raise ImageRejected(f"{path}: no such file")
             loaded = load_image(path)
         except ImageRejected as e:
             record["error"] = str(e)
@@ -155,13 +165,14 @@ def inspect_images(inputs: list[Path], category: str, defect_types: list[str], t
                           trajectory=save_trajectory(out, key, path, episode), overlay=f"overlays/{key}.png")
             if episode.answer is None:
                 record["error"] = f"{path.name}: the policy gave no valid answer in {max_steps} messages"
-            save_png_atomic(out / record["overlay"], overlay(loaded.rgb, dmap, threshold, episode.answer))
+            save_png_atomic(inside(out, record["overlay"]), overlay(loaded.rgb, dmap, threshold, episode.answer))
             if save_maps and dmap is not None:
                 buf = _npy(dmap.astype(np.float16))
-                atomic_write_bytes(out / "maps" / f"{key}.npy", buf)
+                atomic_write_bytes(inside(out, f"maps/{key}.npy"), buf)
                 record["map"] = f"maps/{key}.npy"
         record["seconds"] = round(time.perf_counter() - started, 4)
         append_line(out / ANSWERS, record)
+        remove_replaced(out, previous.get(key), record, RECORD_FILES)
         summary.records.append(record)
         if record["error"]:
             summary.errors.append(record["error"])
@@ -170,6 +181,7 @@ def inspect_images(inputs: list[Path], category: str, defect_types: list[str], t
         if progress:
             progress(n, len(paths), record["error"] or key)
     summary.seconds = time.perf_counter() - t0
+    write_records(out / ANSWERS, read_answers(out / ANSWERS).values(), default=_jsonable)
     return summary
 
 

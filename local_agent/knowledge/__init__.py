@@ -27,4 +27,6 @@ def default_index_path(source: Path) -> Path:
     """One index per source folder under the home, named after the folder and a hash of its absolute path."""
     source = Path(source).resolve()
     digest = hashlib.sha1(str(source).encode()).hexdigest()[:10]
-    return home() / "knowledge-index" / f"{source.name or 'root'}-{digest}"
+    from ..outputs import safe_name
+
+    return home() / "knowledge-index" / f"{safe_name(source.name or 'root')}-{digest}"

@@ -21,6 +21,7 @@ def index_knowledge(directory: Path, index_path: Path | None, max_mb: float, thr
     profile entry ``knowledge_retrieval: {backend: faiss, source: DIRECTORY}`` (plus ``index:`` if you set one).
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..tools.base import BackendUnavailable
@@ -28,7 +29,7 @@ def index_knowledge(directory: Path, index_path: Path | None, max_mb: float, thr
     from .index import build_index
     from .retriever import SEED
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # piped: one-line reasons stay one line
     if not directory.is_dir():
         raise click.ClickException(f"{directory} is not a folder")
     index_path = index_path or default_index_path(directory)
@@ -46,8 +47,8 @@ def index_knowledge(directory: Path, index_path: Path | None, max_mb: float, thr
     except (BackendUnavailable, NotADirectoryError, OSError) as e:
         raise click.ClickException(str(e))
     for rel, reason in summary.skipped:
-        console.print(f"[yellow]skipped[/yellow] {rel}: {reason}")
+        console.print(f"[yellow]skipped[/yellow] {escape(f'{rel}: {reason}')}")  # a file named "[/x].md" is text
     state = "written" if summary.written else "unchanged"
     console.print(f"{summary.documents} documents ({len(summary.embedded)} embedded, {len(summary.reused)} unchanged, "
                   f"{len(summary.removed)} removed, {len(summary.skipped)} skipped), {summary.chunks} passages; "
-                  f"{summary.seconds:.1f}s including model load; index {state}: {index_path}")
+                  f"{summary.seconds:.1f}s including model load; index {state}: {index_path}", markup=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -91,7 +92,11 @@ def current_version(index_path: Path) -> Path:
     if not pointer.is_file():
         raise IndexMissing(f"no knowledge index at {index_path} (build it with: local-agent index-knowledge DIR "
                            f"--index {index_path})")
-    version = Path(index_path) / pointer.read_text().strip()
+    name = pointer.read_bytes().decode("utf-8", "replace").strip()
+    if not re.fullmatch(r"v\d+", name):  # only a version folder of this index: never a path elsewhere
+        raise IndexMissing(f"knowledge index {index_path}: {pointer} names {name[:60]!r}, not a version; rebuild it "
+                           f"with: local-agent index-knowledge DIR --index {index_path}")
+    version = Path(index_path) / name
     if not (version / "manifest.json").is_file():
         raise IndexMissing(f"knowledge index {index_path}: CURRENT names {version.name}, which is incomplete")
     return version
@@ -112,10 +117,19 @@ def load_index(index_path: Path) -> StoredIndex:
     import faiss
 
     version = current_version(index_path)
-    manifest = json.loads((version / "manifest.json").read_text())
-    index = faiss.read_index(str(version / "index.faiss"))
-    with open(version / "chunks.jsonl", encoding="utf-8") as f:
-        chunks = [json.loads(line) for line in f if line.strip()]
+
+    def read(name: str, how: Callable[[Path], Any]) -> Any:
+        try:
+            return how(version / name)
+        except (OSError, ValueError, RuntimeError) as e:  # faiss raises RuntimeError on a corrupt file
+            reason = " ".join(str(e).split())[:160] or type(e).__name__
+            raise IndexMissing(f"{version / name}: unreadable or corrupt ({reason}); rebuild the index with: "
+                               f"local-agent index-knowledge DIR --index {index_path}") from e
+
+    manifest = read("manifest.json", lambda p: json.loads(p.read_bytes().decode("utf-8")))
+    index = read("index.faiss", lambda p: faiss.read_index(str(p)))
+    chunks = read("chunks.jsonl", lambda p: [json.loads(line) for line in p.read_bytes().decode("utf-8").splitlines()
+                                             if line.strip()])
     if index.ntotal != len(chunks):
         raise IndexMissing(f"knowledge index {version}: {index.ntotal} vectors but {len(chunks)} chunk records")
     vectors = index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, manifest["dim"]), np.float32)
@@ -143,10 +157,12 @@ def _write_version(index_path: Path, vectors: np.ndarray, chunks: list[dict[str,
         if len(vectors):
             index.add(vectors)
         faiss.write_index(index, str(tmp / "index.faiss"))
-        with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
+        # a file name that is not UTF-8 is kept as its JSON escape (backslashreplace), not a crash
+        with open(tmp / "chunks.jsonl", "w", encoding="utf-8", errors="backslashreplace") as f:
             for chunk in chunks:
                 f.write(json.dumps(chunk, ensure_ascii=False) + "\n")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8",
+                                           errors="backslashreplace")
         for name in ("index.faiss", "chunks.jsonl", "manifest.json"):
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())

@@ -16,29 +16,78 @@ from ..tools.prompt_gen import first_sentence
 _LOCATION_WORDS = r"(?:top|upper|bottom|lower|left|right|centre|center|middle|edge|rim|border|corner)"
 
 
+# Fault -> the fix in the painter's words, when the review does not carry its own advice for it.
+_FIXES = {
+    "missing": "make it clearly visible, more pronounced and high-contrast",
+    "too faint": "make it clearly visible, more pronounced and high-contrast",
+    "too large": "make it small",
+    "too small": "make it medium sized",
+    "hard seam": "blend it smoothly into the surrounding texture and lighting",
+    "flat patch": "blend it smoothly into the surrounding texture and lighting",
+    "scattered": "make it a single defect",
+    "too strong": "make it subtle, blend it smoothly",
+    "blurred edge": "make it distinct, sharp-edged",
+    "too busy": "make it smooth and soft",
+    "too few parts": "make several small ones",
+}
+# Faults that move the defect: the place words of the prompt are replaced, not just appended to.
+_PLACES = {"off the object": "the centre", "on the edge": "the centre", "off the edge": "the edge"}
+_IMPERATIVE = re.compile(r"\b(?:make|place|put|move|keep|blend|add|give|spread|turn)\b.*$", re.IGNORECASE)
+
+
+def _review_advice(review: str) -> dict[str, str]:
+    """Fault -> the judge's own imperative for it, from a review of the form "fault: why: make it …; fault: …".
+
+    The calibrated judge writes what real defects of the kind measure ("real breaks cover about 2 % of the part")
+    before its advice; only the imperative goes into the prompt (a "2 %" there would be read as a size).
+    """
+    text = re.sub(r"^.*?(?:Not acceptable yet\.|Minor:)\s*", "", review.strip())
+    out: dict[str, str] = {}
+    for item in text.rstrip(".").split("; "):
+        name, _, rest = item.partition(":")
+        m = _IMPERATIVE.search(rest.rsplit(":", 1)[-1]) if rest else None
+        if m:
+            out[name.strip().lower()] = m.group(0).strip().rstrip(".")
+    return out
+
+
+def _painter_reads(text: str) -> bool:
+    """Whether the image generator's vocabulary (tools/painter/spec.py) finds anything to act on in ``text``."""
+    from ..tools.painter.spec import parse_prompt
+
+    spec = parse_prompt(text)
+    return bool(spec.size_word or spec.intensity_word or spec.location or spec.counted or spec.soft)
+
+
 def refine_prompt(prompt: str, faults: list[str], review: str = "", knowledge: str | None = None) -> str:
     """Refine(p, f, k): act on each fault the judge named, in the words the image generator reads.
 
-    Fixes go inside the "change only …" clause (before "Keep the rest"), later words overriding earlier ones.
+    Each fault's fix is the judge's own advice from the review when it gives one (the calibrated judge's advice
+    follows the real defects of the kind: "make it large", "place it at the edge of the object"), else a fixed
+    fix. Fixes go inside the "change only …" clause (before "Keep the rest"), later words overriding earlier ones;
+    a fault about where the defect sits replaces the prompt's place words.
     """
+    advice = _review_advice(review)
     fixes: list[str] = []
-    if "missing" in faults or "too faint" in faults:
-        fixes.append("make it clearly visible, more pronounced and high-contrast")
-    if "too large" in faults:
-        fixes.append("make it small")
-    if "too small" in faults:
-        fixes.append("make it medium sized")
-    if "hard seam" in faults or "flat patch" in faults:
-        fixes.append("blend it smoothly into the surrounding texture and lighting")
-    if "scattered" in faults:
-        fixes.append("make it a single defect")
-    if "wrong shape" in faults:
-        fixes.append("make it thin and long" if "elongated" in review else "make it compact and rounded")
+    for fault in faults:
+        if fault in _PLACES:
+            continue
+        said = next((a for name, a in advice.items() if name.startswith(fault)), None)
+        if said and fault in _FIXES and not _painter_reads(said):
+            said = None  # "add the defect clearly" names no size, contrast, place, count or softness
+        if fault == "wrong shape" and not said:
+            said = "make it thin and long" if "elongated" in review else "make it compact and rounded"
+        fix = said or _FIXES.get(fault)
+        if fix and fix not in fixes:
+            fixes.append(fix)
     head, sep, tail = prompt.partition(" Keep the rest")
-    if "off the object" in faults:
-        head = re.sub(r"\b(?:the )?" + _LOCATION_WORDS + r"(?:[ -]" + _LOCATION_WORDS + r")*(?: (?:part|side|area))?\b",
-                      "the centre", head, count=1)
-        fixes.append("place it on the object surface")
+    for fault in faults:
+        if fault in _PLACES:
+            head = re.sub(r"\b(?:the )?" + _LOCATION_WORDS + r"(?:[ -]" + _LOCATION_WORDS + r")*(?: (?:part|side|area))?\b",
+                          _PLACES[fault], head, count=1)
+            fixes.append({"the edge": "place it at the edge of the object"}.get(_PLACES[fault],
+                                                                               "place it on the object surface"))
+            break
     head = re.sub(r"\s*Refinement:.*$", "", head)  # keep one refinement sentence, not a growing list
     extra = ""
     if knowledge:

@@ -80,7 +80,7 @@ def run_ablation(data: Path, out: Path, models: dict[str, Path | None], n_per_ty
                  reporter: Any = None, kr_threshold: float | None = None,
                  native_tools: bool = False) -> list[dict[str, Any]]:
     """Run (or reuse) each row's harness evaluation; return one summary dict per row."""
-    from ..evaluation.harness import EvalConfig, evaluate
+    from ..evaluation.harness import EvalConfig, evaluate, run_result
 
     rows: list[dict[str, Any]] = []
     done: dict[str, dict[str, Any]] = {}
@@ -100,8 +100,8 @@ def run_ablation(data: Path, out: Path, models: dict[str, Path | None], n_per_ty
         kwargs = {"reporter": reporter} if reporter is not None else {}
         result = evaluate(data, [row.method], out / slug(row.name), n_per_type=n_per_type, seed=seed,
                           profile=profile, config=config, **kwargs)
-        method = result["methods"][row.method]
-        summary.update(status="ok", type_accuracy=method.get("type_accuracy", {}).get("accuracy"),
+        method = run_result(result, row.method)
+        summary.update(status="ok", type_accuracy=(method.get("type_accuracy", {}).get("image") or {}).get("accuracy"),
                        **{k: method["metrics"].get(k) for k in ("image_AUROC", "image_AP", "pixel_AUROC", "pixel_AP")},
                        judge_pass_rate=method["cost"]["judge_pass_rate"],
                        seconds_per_sample=method["cost"]["seconds_per_sample"])

@@ -10,16 +10,17 @@ NO_WEIGHTS = "without --model, SFT and GRPO start from SmolLM2-135M-Instruct (th
 def load_policy(model_dir: Path) -> tuple[Any, Any]:
     """(model, processing class) from a ``save_pretrained`` folder, local files only: a VLM (its config has a
     ``vision_config``) through AutoModelForImageTextToText + AutoProcessor, anything else as a causal LM."""
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
     from ..tools.local_weights import check_transformers_folder
+    from ..tools.vlm import load_processor
 
     model_dir = Path(model_dir)
     vision = is_vlm_folder(model_dir)
     check_transformers_folder(model_dir, "training policy", NO_WEIGHTS, processor=vision)
     if vision:
         return (AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True),
-                AutoProcessor.from_pretrained(model_dir, local_files_only=True))
+                load_processor(model_dir))
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

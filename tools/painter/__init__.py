@@ -6,12 +6,16 @@ composites it with a grain that matches the local texture.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import cv2
 import numpy as np
 
 from ..imaging import clean_mask, difference_map, foreground_mask
 from .placement import choose_point, object_box
 from .render import KIND_RENDERERS, Canvas
+from .priors import Priors, apply_priors, load_atlas
 from .spec import DefectSpec, parse_prompt
 
 __all__ = ["ProceduralPainter", "DefectSpec", "parse_prompt", "paint"]
@@ -54,41 +58,178 @@ def _ensure_contrast(img: np.ndarray, target: np.ndarray, alpha: np.ndarray, lig
     return target + direction * (need - have)
 
 
+def _match_contrast(img: np.ndarray, target: np.ndarray, alpha: np.ndarray, delta_e: float,
+                    lighter: bool | None, limits: tuple[float, float] = (0.35, 3.0)) -> np.ndarray:
+    """Give the defect the contrast of the real defect it copies (its ΔE against the normal, and lighter or
+    darker), scaling the kind's own change up or down; a change the surface has no headroom for is mirrored."""
+    if alpha.max() <= 0:
+        return target
+    core = alpha >= 0.5 * alpha.max()
+    lum_w = np.array([0.299, 0.587, 0.114], np.float32)
+    signed = (target[core] - img[core]) @ lum_w
+    if lighter is not None and (float(np.median(signed)) >= 0) != lighter:
+        target = 2 * img - target  # the real one was lighter (darker): turn the kind's change around
+    a = cv2.cvtColor(np.clip(img, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)[core]
+    b = cv2.cvtColor(np.clip(target, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)[core]
+    have = float(np.median(np.sqrt(((a - b) ** 2).sum(1))))
+    if have < 0.5:
+        return target
+    k = float(np.clip(delta_e / have, *limits))
+    out = img + k * (target - img)
+    over = np.clip(out, 0, 255) != out
+    if k > 1 and over[core].mean() > 0.3:  # no headroom this way: mirror around the original
+        out = img - k * (target - img)
+    return out
+
+
+# Area of a kind's drawing in units of scale^2 (blobs: ~pi/4 of the bounding square) and how its area grows with
+# scale (blobs: squared; strokes: linearly, their width is set apart).
+_LINEAR = ("scratch", "crack", "cut", "thread", "fold", "print")
+
+
+def _scale_for_area(kind: str, area_px: float, width: float) -> float:
+    if kind in _LINEAR:
+        return area_px / (1.5 * max(width, 1.0))
+    return float(np.sqrt(area_px / 0.8))
+
+
+def _behind_plate(image: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    """The background with the object removed (inpainted at 64 px): what a missing piece of an object uncovers."""
+    h, w = fg.shape
+    side = 64
+    small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    hole = cv2.resize(cv2.dilate(fg.astype(np.uint8), np.ones((7, 7), np.uint8)) * 255, (side, side),
+                      interpolation=cv2.INTER_NEAREST)
+    plate = cv2.inpaint(small, hole, 3, cv2.INPAINT_TELEA)
+    return cv2.resize(plate, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+
+
+def _distance(mask: np.ndarray) -> np.ndarray:
+    return cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+
+
+def _object_body(img: np.ndarray, fg: np.ndarray) -> np.ndarray | None:
+    """The object mask's pixels that look like the object rather than the background (a loose foreground mask
+    takes in bits of the background; a chip painted on those would not be on the part's rim)."""
+    inner = cv2.erode(fg.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    if inner.sum() < 50 or (~fg).sum() < 50:
+        return None
+    obj = np.median(img[inner], axis=0)
+    bg = np.median(img[~fg], axis=0)
+    objectness = np.linalg.norm(img - bg, axis=2) - np.linalg.norm(img - obj, axis=2)
+    body = (fg & (objectness > 0)).astype(np.uint8)
+    # Open with a tenth of the object's size: grooves and holes of the background that happen to share the
+    # object's colour are thin or small next to the part's body, and fall away.
+    k = max(3, int(0.1 * np.sqrt(fg.sum())) | 1)
+    body = cv2.morphologyEx(body, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(body, connectivity=8)
+    if n <= 1:
+        return None
+    largest = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return largest if largest.sum() >= 0.3 * fg.sum() else None
+
+
 def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Generator,
-          jitter: bool = True) -> tuple[np.ndarray, np.ndarray]:
+          jitter: bool = True, texture_field: np.ndarray | None = None,
+          behind: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``spec`` onto ``image`` (uint8 RGB). Returns the edit and the region it changed (bool).
 
     ``jitter`` lets size and contrast vary around the words' values, as any generator's output does; the judge
-    then catches attempts that came out too faint or too large and the agent refines the words.
+    then catches attempts that came out too faint or too large and the agent refines the words. A spec filled
+    from the atlas (``spec.area`` / ``spec.delta_e`` set) varies by the real defects it copies instead.
     """
     img = image.astype(np.float32)
     lum = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
     lighting = cv2.GaussianBlur(lum, (0, 0), 6)
     texture = np.sqrt(np.maximum(cv2.GaussianBlur(lum * lum, (0, 0), 6) - lighting ** 2, 0))
     x0, y0, x1, y1 = object_box(fg)
+    on_object = fg.mean() < 0.95
     s = spec
     if jitter:
-        s = DefectSpec(**{**spec.__dict__, "size": spec.size * float(rng.uniform(0.75, 1.5)),
-                          "intensity": float(np.clip(spec.intensity * rng.uniform(0.45, 1.15), 0.1, 1.0))})
-    scale = max(4.0, s.size * min(x1 - x0, y1 - y0))
+        s = replace(spec, size=spec.size * float(rng.uniform(0.75, 1.5)))
+        if spec.delta_e is None:
+            s.intensity = float(np.clip(spec.intensity * rng.uniform(0.45, 1.15), 0.1, 1.0))
+    # Never below what the mask tool keeps (it drops specks under 12 px): a pit of 9 px would teach nothing.
+    area_px = max(24.0, s.area * float(fg.sum())) if s.area is not None else None
+    width = None
+    if area_px is not None and s.count > 1:  # each part must stay visible to the mask tool (>= 12 px)
+        s = replace(s, count=int(max(1, min(s.count, area_px // 24))))
+    if area_px is not None:
+        if s.kind in _LINEAR:
+            width = float(np.clip(np.sqrt(area_px / (s.elongation or 8.0)), 1.0, 5.0))
+        scale = _scale_for_area(s.kind, area_px, width or 2.0)
+    else:
+        scale = max(4.0, s.size * min(x1 - x0, y1 - y0))
+    scale = float(np.clip(scale, 2.0, 1.2 * max(x1 - x0, y1 - y0)))
     where = fg
     if s.kind == "bent":  # a bend shows where there is structure to displace (a lead, a wire), not on flat plastic
         grad = cv2.morphologyEx(lum, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
         busy = cv2.dilate((grad > np.percentile(grad[fg], 75)).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         where = fg & busy if (fg & busy).any() else fg
-    centre = choose_point(where, s.location, rng, margin=0.3 * scale if s.kind not in ("missing", "broken") else 0.0)
-    canvas = Canvas(img, lighting, texture, fg, centre, scale, s, rng, _background_colour(image, fg))
-    alpha, target = KIND_RENDERERS[s.kind](canvas)
-    alpha = np.clip(alpha, 0, 1).astype(np.float32)
+    if s.kind in ("missing", "broken") and s.edge is None:
+        # A break on an object starts at its rim (on the side the words name), unless the words say the middle.
+        s = replace(s, edge=on_object and "centre" not in s.location)
+    location = s.location + (("edge",) if s.edge and "edge" not in s.location else ())
+    rim = s.kind in ("missing", "broken") or "edge" in location
+    dist = _distance(fg) if on_object else None
+    depth = s.depth * float(np.sqrt(fg.sum())) if s.depth is not None else None
+    rim_strength = None
+    material, material_dist = fg, dist   # where a chip can take material away
+    if on_object and "edge" in location:  # the outline where the object meets a contrasting background
+        body = _object_body(img, fg)
+        if body is not None:  # the mask's rim where it is also the body's rim (else the body's rim)
+            body_rim = cv2.dilate((body & (_distance(body) <= 2)).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            both = where & (dist <= 3) & body_rim
+            where = both if both.sum() >= 20 else (body & where if (body & where).any() else body)
+            material, material_dist = body, _distance(body)
+        rim_strength = cv2.morphologyEx(cv2.GaussianBlur(lum, (0, 0), 1.5), cv2.MORPH_GRADIENT,
+                                        np.ones((5, 5), np.uint8))
+    centre = choose_point(where, location, rng, margin=0.0 if rim else 0.3 * scale, aim=s.aim, depth=depth,
+                          rim_strength=rim_strength)
+    kind_seed = int(rng.integers(2 ** 31))
+    background = _background_colour(image, fg)
+
+    def render(scale: float) -> tuple[np.ndarray, np.ndarray]:
+        chips = s.kind in ("missing", "broken")
+        canvas = Canvas(img, lighting, texture, material if chips else fg, centre, scale, s,
+                        np.random.default_rng(kind_seed), background, behind=behind if on_object else None,
+                        width=width, texture_field=texture_field, dist=material_dist if chips else dist)
+        a, t = KIND_RENDERERS[s.kind](canvas)
+        if on_object and s.kind not in ("missing", "broken", "bent"):
+            a = a * fg
+        return np.clip(a, 0, 1).astype(np.float32), t
+
+    alpha, target = render(scale)
+    if area_px is not None:  # the kinds' shapes vary: correct the scale twice towards the real area
+        # the mask tool sees a soft kind only where its fade is still strong
+        cover = 0.6 if s.kind in ("rough", "color", "stain") else 0.3
+        tries = [(alpha, target, float((alpha >= cover).sum()))]
+        for _ in range(2):
+            got = tries[-1][2]
+            if got <= 0 or 0.8 <= area_px / got <= 1.25:
+                break
+            power = 1.0 if s.kind in _LINEAR else 0.5
+            scale = float(np.clip(scale * np.clip(area_px / got, 0.1, 10.0) ** power, 1.5,
+                                  1.5 * max(x1 - x0, y1 - y0)))
+            a, t = render(scale)
+            tries.append((a, t, float((a >= cover).sum())))
+        # keep the closest (a long stroke scaled up on a thin part can run off it: never keep an empty one)
+        alpha, target, _ = min((tr for tr in tries if tr[2] > 0), default=tries[0],
+                               key=lambda tr: abs(np.log(area_px / tr[2])))
     if s.soft and alpha.max() > 0:  # the words ask for a gentler fade: widen the edge, keep the core's strength
         peak = alpha.max()
         alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.5, 0.06 * scale))
         alpha = np.clip(alpha / max(alpha.max(), 1e-6) * peak * 1.2, 0, 1)
-    if s.kind != "bent":  # a warp's visibility is its displacement, not a brightness change
+    if s.kind == "bent":  # a warp's visibility is its displacement; a real bend's contrast may deepen its shading
+        if s.delta_e is not None:
+            target = _match_contrast(img, target, alpha, s.delta_e, None, limits=(1.0, 2.0))
+    elif s.delta_e is not None and s.kind not in ("missing", "broken"):
+        target = _match_contrast(img, target, alpha, s.delta_e, s.lighter)
+    else:
         target = _ensure_contrast(img, target, alpha, lighting, centre, s.intensity)
     # Objects: keep the defect on the object (a dilated mask lets edge defects cross the outline a little),
     # except kinds that by nature reach past it.
-    if fg.mean() < 0.95 and s.kind not in ("missing", "broken", "bent"):
+    if on_object and s.kind not in ("missing", "broken", "bent"):
         near = cv2.dilate(fg.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32)
         alpha *= cv2.GaussianBlur(near, (0, 0), 1.0)
     # Camera grain inside the defect, matched to the local texture, so the patch is not unnaturally clean.
@@ -102,18 +243,70 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
     return out, clean_mask((alpha >= 0.1) & (difference_map(image, out) > VISIBLE_DELTA_E))
 
 
-class ProceduralPainter:
-    """IG backend ``procedural``: a prompt-conditioned defect painter (no weights, milliseconds per edit)."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-    def __init__(self, jitter: bool = True):
+
+def _texture_files(folder: str | Path) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"option textures: {root} is not a folder of texture images")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"option textures: no images in {root}")
+    return files
+
+
+class ProceduralPainter:
+    """IG backend ``procedural``: a prompt-conditioned defect painter (no weights, milliseconds per edit).
+
+    Options: ``atlas`` — ``none`` (the words and the kinds' own defaults decide), ``default`` (the shipped defect
+    atlas: what the words leave open is copied from a real defect of the kind, the painted category left out) or
+    an atlas file; ``textures`` — a folder of texture images (e.g. DTD) whose patterns give rough and broken
+    surfaces their grain; ``jitter`` — vary size and contrast around the words (no-atlas mode).
+    """
+
+    def __init__(self, jitter: bool = True, atlas: str | None = "none", textures: str | None = None):
         self.jitter = bool(jitter)
+        atlas_obj = load_atlas(atlas)
+        self.priors = Priors(atlas_obj) if atlas_obj is not None else None
+        self.texture_files = _texture_files(textures) if textures else []
+        self._textures: dict[Path, np.ndarray] = {}
         self._fg_cache: tuple[int, str, np.ndarray] | None = None
+        self._behind_cache: tuple[int, str, np.ndarray] | None = None
 
     def foreground(self, image: np.ndarray, category: str) -> np.ndarray:
-        key = hash(image.tobytes()[:: max(1, image.size // 4096)])
+        key = hash(image.tobytes())  # every byte: a subsampled key let two images that differ in a defect share a mask
         if self._fg_cache is None or self._fg_cache[:2] != (key, category):
             self._fg_cache = (key, category, foreground_mask(image, category))
         return self._fg_cache[2]
+
+    def behind(self, image: np.ndarray, category: str, fg: np.ndarray) -> np.ndarray | None:
+        if fg.mean() >= 0.95:
+            return None
+        key = hash(image.tobytes())
+        if self._behind_cache is None or self._behind_cache[:2] != (key, category):
+            self._behind_cache = (key, category, _behind_plate(image, fg))
+        return self._behind_cache[2]
+
+    def texture_field(self, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray | None:
+        """A patch of one texture image (picked by the seed), as a zero-mean, unit-std luminance pattern."""
+        if not self.texture_files:
+            return None
+        path = self.texture_files[int(rng.integers(len(self.texture_files)))]
+        if path not in self._textures:
+            raw = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if raw is None:
+                raise ValueError(f"option textures: cannot read {path}")
+            self._textures[path] = raw.astype(np.float32)
+        tex = self._textures[path]
+        h, w = shape
+        if tex.shape[0] < h or tex.shape[1] < w:
+            tex = cv2.resize(tex, (max(w, tex.shape[1]), max(h, tex.shape[0])), interpolation=cv2.INTER_LINEAR)
+        y = int(rng.integers(tex.shape[0] - h + 1))
+        x = int(rng.integers(tex.shape[1] - w + 1))
+        patch = tex[y:y + h, x:x + w]
+        patch = patch - cv2.GaussianBlur(patch, (0, 0), 8)  # keep the texture's pattern, not its lighting
+        return patch / (patch.std() + 1e-6)
 
     def edit(self, image: np.ndarray, prompt: str, seed: int = 0, category: str = "") -> np.ndarray:
         return self.edit_with_region(image, prompt, seed, category)[0]
@@ -121,5 +314,11 @@ class ProceduralPainter:
     def edit_with_region(self, image: np.ndarray, prompt: str, seed: int = 0,
                          category: str = "") -> tuple[np.ndarray, np.ndarray]:
         spec = parse_prompt(prompt)
+        fg = self.foreground(image, category)
+        if self.priors is not None:  # its own stream: the same words and seed draw the same real defect
+            spec = apply_priors(spec, self.priors.for_category(category), np.random.default_rng([seed, 17]),
+                                on_object=bool(fg.mean() < 0.95), object_frac=float(fg.mean()))
+        field = self.texture_field(fg.shape, np.random.default_rng([seed, 23]))
         rng = np.random.default_rng(seed)
-        return paint(image, spec, self.foreground(image, category), rng, jitter=self.jitter)
+        return paint(image, spec, fg, rng, jitter=self.jitter, texture_field=field,
+                     behind=self.behind(image, category, fg))

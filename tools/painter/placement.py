@@ -14,10 +14,14 @@ def object_box(fg: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def choose_point(fg: np.ndarray, location: tuple[str, ...], rng: np.random.Generator,
-                 margin: float = 0.0) -> tuple[int, int]:
+                 margin: float = 0.0, aim: tuple[float, float] | None = None,
+                 depth: float | None = None, rim_strength: np.ndarray | None = None) -> tuple[int, int]:
     """A foreground pixel near the place the words name (``top``, ``left``, ``edge``, ``corner``, ``centre``…).
 
-    ``margin`` (pixels) keeps the point that far inside the object unless the words ask for the edge.
+    ``margin`` (pixels) keeps the point that far inside the object unless the words ask for the edge. Without
+    place words, ``aim`` (x, y in the object's box, 0..1) and ``depth`` (pixels from the object's boundary) put it
+    where a real defect sat (the atlas prior). ``rim_strength`` (e.g. the image gradient) keeps edge points on
+    the part of the outline where the object really meets its background, not where the mask is loose.
     """
     h, w = fg.shape
     x0, y0, x1, y1 = object_box(fg)
@@ -35,16 +39,27 @@ def choose_point(fg: np.ndarray, location: tuple[str, ...], rng: np.random.Gener
         fx, fy = rng.choice([0.12, 0.88]), rng.choice([0.12, 0.88])
     elif "corner" in location:
         fx, fy = (0.12 if fx < 0.5 else 0.88 if fx > 0.5 else fx), (0.12 if fy < 0.5 else 0.88 if fy > 0.5 else fy)
+    if not location:  # nowhere in particular: where a real defect sat, else anywhere on the object
+        fx, fy = aim if aim is not None else (float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8)))
     target = np.array([x0 + fx * bw, y0 + fy * bh])
     # Candidate pixels: inside the object (and near its boundary if the words say edge/rim).
     dist = cv2.distanceTransform(np.pad(fg.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
     if "edge" in location and fg.mean() < 0.95:
         cand = fg & (dist <= max(3.0, 0.04 * min(bw, bh)))
+        if rim_strength is not None and cand.sum() > 20:
+            strong = cand & (rim_strength >= np.percentile(rim_strength[cand], 70))
+            cand = strong if strong.any() else cand
     else:
         cand = fg & (dist > margin) if (fg & (dist > margin)).any() else fg
+        if depth is not None and fg.mean() < 0.95:
+            band = cand & (np.abs(dist - depth) <= max(2.0, 0.3 * depth))
+            cand = band if band.any() else cand
     ys, xs = np.nonzero(cand)
     if len(xs) == 0:
         return int(np.clip(target[0], 0, w - 1)), int(np.clip(target[1], 0, h - 1))
+    if tuple(location) == ("edge",) and aim is None:  # "at the edge", nowhere in particular: anywhere on the rim
+        i = int(rng.integers(len(xs)))
+        return int(xs[i]), int(ys[i])
     jitter = rng.normal(0, 0.08 * max(bw, bh), size=2)
     aim = target + jitter
     d2 = (xs - aim[0]) ** 2 + (ys - aim[1]) ** 2

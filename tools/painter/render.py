@@ -30,6 +30,14 @@ class Canvas:
     spec: DefectSpec
     rng: np.random.Generator
     background: np.ndarray     # (3,) typical background colour (objects) or dark cavity colour (textures)
+    behind: np.ndarray | None = None    # (H, W, 3) the background with the object removed (objects only)
+    width: float | None = None          # stroke width of linear kinds (from a real defect's elongation)
+    texture_field: np.ndarray | None = None  # zero-mean, unit-std luminance pattern from a texture folder (DTD)
+    dist: np.ndarray | None = None      # distance to the object's boundary (pixels)
+
+    @property
+    def on_object(self) -> bool:
+        return bool(self.fg.mean() < 0.95)
 
 
 # ---------------------------------------------------------------- shapes
@@ -104,6 +112,14 @@ def _noise(c: Canvas, sigma: float) -> np.ndarray:
     return n / (n.std() + 1e-6)
 
 
+def _pattern(c: Canvas, sigma: float) -> np.ndarray:
+    """A zero-mean unit-std pattern: a real texture (DTD) when the painter has a texture folder, else noise."""
+    if c.texture_field is not None:
+        t = cv2.GaussianBlur(c.texture_field, (0, 0), max(0.3, sigma * 0.5))
+        return t / (t.std() + 1e-6)
+    return _noise(c, sigma)
+
+
 def _points_around(c: Canvas, n: int, spread: float) -> list[tuple[float, float]]:
     pts = [c.centre]
     for _ in range(n - 1):
@@ -146,38 +162,51 @@ def scratch(c: Canvas):
     alpha = np.zeros(c.fg.shape, F32)
     for p in _points_around(c, c.spec.count, c.scale * 0.3):
         length = c.scale * c.rng.uniform(1.2, 1.8)
-        alpha = np.maximum(alpha, _polyline_alpha(c.fg.shape, _curve(c, length, 0.04, p), c.rng.uniform(1.0, 1.8)))
+        width = c.width * c.rng.uniform(0.8, 1.2) if c.width is not None else c.rng.uniform(1.0, 1.8)
+        alpha = np.maximum(alpha, _polyline_alpha(c.fg.shape, _curve(c, length, 0.04, p), width))
     k = 0.55 + 0.4 * c.spec.intensity
-    target = _lighten(c, k) if (_contrast_sign(c) > 0 or c.spec.metallic) else _darken(c, k)
+    light = c.spec.lighter if c.spec.lighter is not None else (_contrast_sign(c) > 0 or c.spec.metallic)
+    target = _lighten(c, k) if light else _darken(c, k)
     return alpha, target
 
 
 def crack(c: Canvas):
+    """A running crack: a dark gap of real width (a real crack's mask is 2-6 px wide at 256 px), thinner
+    branches, and a faint lit lip on one side where the fracture face catches the light."""
     a0 = _angle(c)
     length = c.scale * c.rng.uniform(1.3, 1.9)
+    width = c.width if c.width is not None else c.rng.uniform(1.8, 3.0)
     start = (c.centre[0] - np.cos(a0) * length / 2, c.centre[1] - np.sin(a0) * length / 2)
     main = _random_walk(c, length, start, a0)
-    alpha = _polyline_alpha(c.fg.shape, main, c.rng.uniform(1.3, 2.2))
-    for _ in range(int(c.rng.integers(1, 3))):
+    # The gap's width varies along the crack: segments of varying thickness.
+    alpha = np.zeros(c.fg.shape, F32)
+    k = max(2, len(main) // 6)
+    for i in range(0, len(main) - 1, k):
+        alpha = np.maximum(alpha, _polyline_alpha(c.fg.shape, main[i:i + k + 1], width * c.rng.uniform(0.6, 1.25)))
+    for _ in range(int(c.rng.choice([0, 0, 1, 2]))):  # real cracks mostly run as one line
         j = int(c.rng.integers(len(main) // 4, 3 * len(main) // 4))
-        branch = _random_walk(c, length * c.rng.uniform(0.25, 0.45), tuple(main[j]), a0 + c.rng.choice([-1, 1]) * 0.8)
-        alpha = np.maximum(alpha, _polyline_alpha(c.fg.shape, branch, 1.0))
-    return alpha, _darken(c, 0.5 + 0.45 * c.spec.intensity)
+        branch = _random_walk(c, length * c.rng.uniform(0.2, 0.4), tuple(main[j]), a0 + c.rng.choice([-1, 1]) * 0.8)
+        alpha = np.maximum(alpha, _polyline_alpha(c.fg.shape, branch, max(1.0, 0.5 * width)))
+    core = cv2.GaussianBlur(alpha, (0, 0), 0.6)
+    target = _darken(c, 0.45 + 0.5 * c.spec.intensity) * (1 - 0.15 * core)[..., None]
+    lip = np.clip(np.roll(alpha, -1, 0) - alpha, 0, 1)
+    target = target + (255 - target) * (0.25 * lip)[..., None]
+    return np.maximum(alpha, 0.6 * lip), target
 
 
 def hole(c: Canvas):
+    """Pin-sized pits (pitting, pores, pin holes): small dark cavities, possibly several, each with a lit lip."""
     alpha = np.zeros(c.fg.shape, F32)
-    target = c.image.copy()
-    for p in _points_around(c, c.spec.count, c.scale * 0.6):
-        r = max(2.0, c.scale * c.rng.uniform(0.25, 0.4))
-        a = _blob(c, r, 0.15, p)
-        alpha = np.maximum(alpha, a)
-    # Shading: dark cavity, darker towards the middle; a lit rim on the side facing the light (upper left).
-    inner = cv2.GaussianBlur(alpha, (0, 0), max(1.0, c.scale * 0.08))
-    depth = 0.55 + 0.4 * c.spec.intensity
+    n = max(1, c.spec.count)
+    r0 = c.scale * 0.25 / np.sqrt(n)  # several pits share the area one pit would have
+    for p in _points_around(c, n, max(6.0, c.scale * 0.8)):
+        r = max(1.3, r0 * c.rng.uniform(0.75, 1.25))
+        alpha = np.maximum(alpha, _blob(c, r, 0.2, p, aspect=c.rng.uniform(0.8, 1.3)))
+    inner = cv2.GaussianBlur(alpha, (0, 0), max(0.6, r0 * 0.3))
+    depth = 0.35 + 0.55 * c.spec.intensity
     target = c.image * (1 - depth * np.clip(0.6 + 0.6 * inner, 0, 1))[..., None]
     rim = np.clip(alpha - np.roll(np.roll(alpha, 1, 0), 1, 1), 0, 1)
-    target = target + (255 - target) * (0.5 * rim)[..., None]
+    target = target + (255 - target) * (0.4 * rim)[..., None]
     return alpha, target
 
 
@@ -219,7 +248,8 @@ def stain(c: Canvas):
 
 
 def color(c: Canvas):
-    alpha = _feather(_blob(c, max(3.0, c.scale * c.rng.uniform(0.45, 0.6)), 0.4), max(2.0, c.scale * 0.08))
+    """A colour or shade change over a broad, soft-bordered area (discolouration, uneven colour)."""
+    alpha = _broad_region(c, max(3.0, c.scale * c.rng.uniform(0.45, 0.6)))
     if c.spec.colour is not None:
         target = _tint(c, _colour(c, (0, 0, 0)), 0.45 + 0.4 * c.spec.intensity)
     else:
@@ -228,9 +258,9 @@ def color(c: Canvas):
         hsv[..., 1] = np.clip(hsv[..., 1] * 1.3 + 40 * c.spec.intensity, 0, 255)
         hsv[..., 2] = np.clip(hsv[..., 2] * (1 - 0.3 * c.spec.intensity), 0, 255)
         target = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(F32)
-        if np.abs(target - c.image).mean() < 8:  # grey surfaces have no hue to turn: tint brownish instead
-            target = _tint(c, np.array([150, 100, 50], F32), 0.5 + 0.4 * c.spec.intensity)
-    return np.clip(alpha * 1.1, 0, 1), target
+        if np.abs(target - c.image).mean() < 8:  # grey surfaces have no hue to turn: shade them instead
+            target = c.image * (1 - (0.2 + 0.3 * c.spec.intensity) * (0.8 + 0.2 * _noise(c, 3.0)))[..., None]
+    return alpha, target
 
 
 def print_(c: Canvas):
@@ -259,16 +289,36 @@ def bent(c: Canvas):
     return alpha, target
 
 
+def _rim_anchor(c: Canvas, radius: float) -> tuple[float, float]:
+    """Objects: move the aim onto the rim, so the piece bites into the object from its edge (a chip comes off
+    the edge; a hole in the middle of a flat face is not what real breaks look like)."""
+    x, y = c.centre
+    if not c.on_object or c.dist is None or not c.spec.edge or c.dist[y, x] <= radius * 0.5:
+        return float(x), float(y)
+    ys, xs = np.nonzero(c.fg & (c.dist <= 2.0))
+    if len(xs):
+        i = int(np.argmin((xs - x) ** 2 + (ys - y) ** 2))
+        x, y = int(xs[i]), int(ys[i])
+    return float(x), float(y)
+
+
+def _behind(c: Canvas) -> np.ndarray:
+    """What a missing piece uncovers: the background plate (objects) or a dark cavity colour (textures)."""
+    grain = (1 + 0.06 * _noise(c, 1.0))[..., None]
+    if c.behind is not None:
+        return c.behind * grain
+    return np.broadcast_to(c.background[None, None, :], c.image.shape) * grain
+
+
 def missing(c: Canvas):
-    """A part is gone: the region shows what lies behind it (background for objects, a dark cavity in textures)."""
-    alpha = _blob(c, max(3.0, c.scale * c.rng.uniform(0.45, 0.6)), 0.25, aspect=c.rng.uniform(0.8, 1.5))
-    behind = c.background[None, None, :] * (1 + 0.08 * _noise(c, 1.0))[..., None]
-    if c.fg.mean() < 0.95:
-        inpainted = cv2.inpaint(np.clip(c.image, 0, 255).astype(np.uint8), (alpha > 0.1).astype(np.uint8) * 255, 5,
-                                cv2.INPAINT_TELEA).astype(F32)
-        behind = 0.5 * behind + 0.5 * inpainted
-    mix = 0.65 + 0.35 * c.spec.intensity
-    return _feather(alpha, 0.7), c.image * (1 - mix) + behind * mix
+    """A part is gone: the region shows what lies behind it (the background for objects, a cavity in textures)."""
+    r = max(3.0, c.scale * c.rng.uniform(0.45, 0.6))
+    centre = _rim_anchor(c, r)
+    alpha = _blob(c, r, 0.25, centre, aspect=c.rng.uniform(0.8, 1.5))
+    if c.on_object:
+        alpha = alpha * c.fg  # only material can go missing
+    mix = 0.75 + 0.25 * c.spec.intensity
+    return _feather(alpha.astype(F32), 0.6), c.image * (1 - mix) + _behind(c) * mix
 
 
 def fold(c: Canvas):
@@ -314,28 +364,54 @@ def thread(c: Canvas):
     return np.maximum(alpha, 0.7 * shadow * (alpha < 0.2)), np.where(alpha[..., None] > 0.2, target, base)
 
 
+def _broad_region(c: Canvas, radius: float) -> np.ndarray:
+    """A broad, soft-bordered, irregular area (uneven shading, a colour cast): a blob whose border is warped by
+    low-frequency noise and fades over about a fifth of its radius."""
+    base = _blob(c, radius, 0.55, aspect=c.rng.uniform(0.7, 1.6))
+    warp = _noise(c, max(2.0, radius * 0.25))
+    soft = cv2.GaussianBlur(base, (0, 0), max(1.5, radius * 0.2))
+    return np.clip((soft - 0.25 + 0.12 * warp) / 0.5, 0, 1).astype(F32)
+
+
 def rough(c: Canvas):
-    alpha = _feather(_blob(c, max(3.0, c.scale * c.rng.uniform(0.45, 0.6)), 0.5), 2.5)
-    grit = _noise(c, 0.7) * 0.7 + _noise(c, 1.6) * 0.3
-    k = 18 + 30 * c.spec.intensity
-    target = c.image + (k * grit)[..., None] - 0.12 * c.spec.intensity * c.image
-    return np.clip(alpha * 1.15, 0, 1), target
+    """Unevenness: broad smooth bands of light and shadow with a fine grit (DTD when given), soft-bordered."""
+    alpha = _broad_region(c, max(3.0, c.scale * c.rng.uniform(0.45, 0.6)))
+    shade = _noise(c, max(1.5, c.scale * 0.12))
+    grit = _pattern(c, 1.0)
+    sign = 1.0 if c.spec.lighter else -1.0
+    k = 14 + 30 * c.spec.intensity
+    target = c.image + (k * (0.75 * shade + 0.2 * grit))[..., None] + sign * 0.1 * c.spec.intensity * c.image
+    return alpha, target
 
 
 def broken(c: Canvas):
-    """A chunk broken off (what is behind shows) with cracks running from the break."""
-    chunk = _blob(c, max(3.0, c.scale * c.rng.uniform(0.35, 0.5)), 0.9, aspect=c.rng.uniform(0.8, 1.6))
-    behind = c.background[None, None, :] * (1 + 0.1 * _noise(c, 1.0))[..., None]
-    if c.fg.mean() >= 0.95:
-        behind = _darken(c, 0.75 + 0.2 * c.spec.intensity)
+    """A chip or break. On objects it bites in from the rim: where material is gone the background shows, and a
+    grainy, lighter fracture face lines the bite. On textures the structure is broken through: the pattern is
+    gone over a small area, leaving the shadowed gap behind it, sometimes with a short crack running off."""
+    r = max(2.5, c.scale * c.rng.uniform(0.4, 0.55))
+    centre = _rim_anchor(c, r)
+    chunk = _blob(c, r, 0.8, centre, aspect=c.rng.uniform(0.7, 1.6))
+    grit = _pattern(c, 0.7)
+    if c.on_object:
+        chunk = chunk * c.fg
+        if c.dist is not None and c.spec.edge:   # outer part gone, inner part the fracture face
+            inner = cv2.GaussianBlur(np.clip(c.dist / max(r * 0.55, 1.0), 0, 1).astype(F32), (0, 0), 1.0)
+        else:  # a chip out of the face, not through the part: only the fractured material shows
+            inner = np.ones(chunk.shape, F32)
+        face = c.image + (255 - c.image) * (0.25 + 0.25 * c.spec.intensity) + (18 * grit)[..., None]
+        target = _behind(c) * (1 - inner[..., None]) + face * inner[..., None]
+        return _feather(chunk.astype(F32), 0.5), target
+    # The pattern is gone: what shows is the surface's local mean (the gap behind a mesh, the bed under a
+    # weave), a little shadowed, with a broken grain - not a black blob.
+    hollow = cv2.GaussianBlur(c.image, (0, 0), max(2.0, r * 0.6))
+    target = hollow * (1 - (0.1 + 0.3 * c.spec.intensity)) * (1 + 0.06 * grit)[..., None]
     alpha = chunk
-    for _ in range(2):
+    if c.rng.random() < 0.5:
         a0 = c.rng.uniform(0, 2 * np.pi)
-        start = (c.centre[0] + np.cos(a0) * c.scale * 0.3, c.centre[1] + np.sin(a0) * c.scale * 0.3)
-        walk = _random_walk(c, c.scale * c.rng.uniform(0.5, 0.9), start, a0)
-        alpha = np.maximum(alpha, _polyline_alpha(c.fg.shape, walk, 1.2))
-    target = np.where(chunk[..., None] > 0.3, behind, _darken(c, 0.6 + 0.3 * c.spec.intensity))
-    return alpha, target
+        start = (centre[0] + np.cos(a0) * r * 0.8, centre[1] + np.sin(a0) * r * 0.8)
+        alpha = np.maximum(alpha, _polyline_alpha(c.fg.shape, _random_walk(c, r * c.rng.uniform(0.8, 1.4), start, a0),
+                                                  1.2))
+    return _feather(alpha, 0.4), target
 
 
 KIND_RENDERERS: dict[str, Kind] = {

@@ -39,7 +39,7 @@ SOFT_KINDS = frozenset({"stain", "color", "glue", "rough", "bent"})
 KIND_PHRASES: dict[str, str] = {
     "scratch": "a thin straight scratch",
     "crack": "a thin jagged crack",
-    "hole": "a small round hole",
+    "hole": "a round hole",
     "cut": "a clean cut",
     "contamination": "a foreign particle contamination",
     "stain": "a liquid stain",
@@ -56,7 +56,8 @@ KIND_PHRASES: dict[str, str] = {
 
 SIZE_WORDS: tuple[tuple[str, float], ...] = (
     ("very small", 0.06), ("tiny", 0.06), ("minute", 0.06), ("small", 0.10), ("little", 0.10),
-    ("very large", 0.40), ("huge", 0.40), ("large", 0.28), ("big", 0.28), ("wide", 0.26), ("long", 0.24),
+    ("very large", 0.40), ("huge", 0.40), ("large", 0.28), ("big", 0.28), ("broad", 0.28), ("wide", 0.26),
+    ("long", 0.24),
     ("medium", 0.17), ("moderate", 0.17), ("mid-sized", 0.17),
 )
 INTENSITY_WORDS: tuple[tuple[str, float], ...] = (
@@ -95,6 +96,18 @@ class DefectSpec:
     orientation: str | None = None
     metallic: bool = False
     soft: bool = False          # "blend smoothly", "soft-edged", "gradual": a wider fade into the surroundings
+    # Which of the above the words set explicitly (an atlas prior fills in the rest; see :mod:`.priors`).
+    size_word: str | None = None
+    intensity_word: str | None = None
+    counted: bool = False
+    area: float | None = None   # share of the object's area: "3 %" in the words, or drawn from the atlas prior
+    # Filled from a real defect of the atlas (painter option ``atlas``); None = the kind's own defaults.
+    delta_e: float | None = None        # contrast to reach inside the defect (CIELAB ΔE)
+    lighter: bool | None = None         # the real defect was lighter than its surroundings
+    edge: bool | None = None            # anchored on the object's rim
+    aim: tuple[float, float] | None = None  # (x, y) within the object's box, 0..1
+    depth: float | None = None          # distance from the object's boundary, / sqrt(object area)
+    elongation: float | None = None     # length / width of the real mask (linear kinds)
 
 
 def _first_match(text: str, stems: tuple[str, ...]) -> int | None:
@@ -123,9 +136,15 @@ def edit_clause(prompt: str) -> str:
     return low[:end] if end > 0 else low
 
 
+# Pin-sized defects: without a size word they are tiny and subtle (real pitting covers a few pixels).
+PIN_WORDS = ("pitting", "pinhole", "pin hole", "pore", "pits", "pit ")
+
+
 def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpec:
     clause = edit_clause(prompt)
     spec = DefectSpec(kind=kind_of(clause) or kind_of(prompt) or fallback_kind)
+    if spec.kind == "hole" and any(w in clause for w in PIN_WORDS):  # read as "tiny subtle" unless words say more
+        spec.size, spec.intensity, spec.size_word, spec.intensity_word = 0.05, 0.45, "tiny", "subtle"
     # Later modifiers override earlier ones: a refined prompt appends "make it more pronounced" etc.
     for words, attr in ((SIZE_WORDS, "size"), (INTENSITY_WORDS, "intensity")):
         hits = []
@@ -135,10 +154,14 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
         # "more pronounced" is one phrase, not "more" + "pronounced": drop hits inside a longer one.
         hits = [h for h in hits if not any(o[0] <= h[0] and h[1] <= o[1] and o != h for o in hits)]
         if hits:
-            setattr(spec, attr, max(hits)[2])
+            last = max(hits)
+            setattr(spec, attr, last[2])
+            setattr(spec, attr + "_word", clause[last[0]:last[1]])
     pct = re.search(r"(\d+(?:\.\d+)?)\s*%", clause)
     if pct:
-        spec.size = float(min(max(float(pct.group(1)) / 100.0, 0.02), 0.6)) ** 0.5
+        spec.area = float(min(max(float(pct.group(1)) / 100.0, 0.0005), 0.6))
+        spec.size = max(spec.area, 0.02) ** 0.5
+        spec.size_word = pct.group(0)
     colour_hits = [(m.start(), w) for w in COLOUR_WORDS for m in re.finditer(r"(?<![a-z])" + w + r"(?![a-z])", clause)]
     if colour_hits:
         spec.colour_word = min(colour_hits)[1]
@@ -148,6 +171,9 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
     for word, n in COUNT_WORDS.items():
         if re.search(r"(?<![a-z])" + word + r"(?![a-z])", clause):
             spec.count = max(spec.count, n)
+            spec.counted = True
+    if re.search(r"single|one defect", clause):
+        spec.count, spec.counted = 1, True
     for orient in ("horizontal", "vertical", "diagonal"):
         if orient in clause:
             spec.orientation = orient

@@ -1,0 +1,44 @@
+"""``local-agent atlas``: build the defect atlas (measures of real defects) the calibrated judge and the painter read."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group("atlas")
+def atlas() -> None:
+    """The defect atlas: what real defects measure (where, how big, what shape, how they look)."""
+
+
+@atlas.command("build")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True,
+              help="Atlas JSON to write (atomically), e.g. tools/data/atlas.json.")
+def build_command(dirs: tuple[Path, ...], out: Path) -> None:
+    """Measure every real anomaly with a mask in MVTec-layout category folders (or folders holding them)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .tools.atlas import AtlasError
+    from .tools.atlas_measure import build_atlas, real_samples
+    from .tools.base import BackendUnavailable
+
+    try:
+        samples = real_samples(list(dirs))      # bad folders fail here, before any progress bar is drawn
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with progress:
+            task = progress.add_task("atlas", total=None)
+
+            def on_progress(done: int, total: int, what: str) -> None:
+                progress.update(task, total=total, completed=done, description=f"atlas {what}")
+
+            result, skipped = build_atlas(list(dirs), on_progress, samples)
+        result.save(out)
+    except (AtlasError, BackendUnavailable, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    kinds: dict[str, int] = {}
+    for r in result.rows:
+        kinds[r["kind"] or r["type"]] = kinds.get(r["kind"] or r["type"], 0) + 1
+    Console().print(f"{len(result.rows)} real defects from {len(result.categories)} categories written to {out} "
+                    f"({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); skipped {len(skipped) or 'none'}")
