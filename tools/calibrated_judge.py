@@ -20,6 +20,7 @@ from .atlas import MIN_ROWS, Atlas
 from .atlas_measure import NormalFeatures, atlas_kind, edited_features, feature_change, measure, patch_cover
 from .imaging import difference_mask, foreground_mask
 from .painter.spec import SIZE_WORDS
+from .quality_eval import verdict
 
 # Measure -> (weight below the real median, weight above it). A tail probability counts as p / weight: weight 1
 # fails an attempt at the pass mark (p < 2 %), weight 0.1 only at ten times that rarity. Low weights go to measures
@@ -224,12 +225,5 @@ class CalibratedJudge:
                 name: str = "defect") -> dict[str, Any]:
         passed = location >= self.pass_location and quality >= self.pass_quality and not any(
             f in ("missing", "unlabelled change") for f, _ in faults)
-        advice = [a for _, a in faults]
-        if passed:
-            review = f"Plausible {name}: typical of real ones; location {location}/5, quality {quality}/5."
-            if advice:
-                review += " Minor: " + "; ".join(advice) + "."
-        else:
-            review = "Not acceptable yet. " + ("; ".join(advice) + "." if advice else "Scores below the pass mark.")
-        return {"location_score": int(location), "quality_score": int(quality), "passed": bool(passed),
-                "faults": [f for f, _ in faults], "review": review, "measures": measures}
+        return verdict(location, quality, passed, [f for f, _ in faults], [a for _, a in faults], measures,
+                       f"Plausible {name}: typical of real ones")

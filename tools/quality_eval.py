@@ -110,14 +110,22 @@ class HeuristicJudge:
             else:
                 advice.append(f"{f}: {FAULT_ADVICE[f]}")
         passed = location >= self.pass_location and quality >= self.pass_quality
-        if passed:
-            review = f"Plausible {anomaly_type} on the object; location {location}/5, quality {quality}/5."
-            if advice:
-                review += " Minor: " + "; ".join(advice) + "."
-        else:
-            review = "Not acceptable yet. " + ("; ".join(advice) + "." if advice else "Scores below the pass mark.")
-        return {"location_score": location, "quality_score": quality, "passed": passed, "faults": faults,
-                "review": review, "measures": measures}
+        return verdict(location, quality, passed, faults, advice, measures,
+                       f"Plausible {anomaly_type} on the object")
+
+
+def verdict(location: int, quality: int, passed: bool, faults: list[str], advice: list[str],
+            measures: dict[str, Any], plausible: str) -> dict[str, Any]:
+    """The judge's answer, one shape for every backend: the review lists each fault's advice, which is what
+    ``refine_prompt`` reads ("fault: why: make it …; fault: …")."""
+    if passed:
+        review = f"{plausible}; location {location}/5, quality {quality}/5."
+        if advice:
+            review += " Minor: " + "; ".join(advice) + "."
+    else:
+        review = "Not acceptable yet. " + ("; ".join(advice) + "." if advice else "Scores below the pass mark.")
+    return {"location_score": int(location), "quality_score": int(quality), "passed": bool(passed),
+            "faults": list(faults), "review": review, "measures": measures}
 
 
 BACKENDS: dict[str, type | str] = {"heuristic": HeuristicJudge,
