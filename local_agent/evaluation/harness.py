@@ -84,12 +84,6 @@ def _read_mask(path: Path) -> np.ndarray:
         return np.asarray(im.convert("L")) >= 128
 
 
-def _mask_at(mask: np.ndarray, side: int) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(mask.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA) >= 0.5
-
-
 @dataclass
 class RealData:
     """The category's real images, loaded once and encoded once for every method and seed."""
@@ -226,7 +220,7 @@ def type_accuracy(images: list[np.ndarray], masks: list[np.ndarray], labels: np.
 def _evaluate_run(label: str, category: Category, real: RealData, samples: list[Sample], config: EvalConfig,
                   seed: int, reporter: Reporter) -> dict[str, Any]:
     from .metrics import detection_metrics, image_scores, smooth_maps
-    from .segmentation import predict_maps, train_decoder
+    from .segmentation import mask_at, predict_maps, train_decoder
 
     seg = config.seg
     images = [load_image(s.image).rgb for s in samples]
@@ -239,8 +233,8 @@ def _evaluate_run(label: str, category: Category, real: RealData, samples: list[
     t0 = time.perf_counter()
     anomaly_feats = encoder(np.stack([_resize(im, seg.side) for im in images]))
     tick = reporter.start(f"{label}: training the detector", seg.steps)
-    model, losses = train_decoder(anomaly_feats, np.stack([_mask_at(m, seg.side) for m in masks]), normal_feats, seg,
-                                  seed, tick)
+    targets = np.stack([mask_at(m, (seg.side, seg.side)) for m in masks])
+    model, losses = train_decoder(anomaly_feats, targets, normal_feats, seg, seed, tick)
     timings["segmentation_train_seconds"] = time.perf_counter() - t0
     result["segmentation_final_loss"] = float(np.mean(losses[-20:]))
 

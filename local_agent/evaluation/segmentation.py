@@ -96,6 +96,13 @@ def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return focal + dice
 
 
+def mask_at(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A boolean mask resized to ``shape`` (height, width) by area: a pixel is set when half of what it covers is."""
+    import cv2
+
+    return cv2.resize(mask.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA) >= 0.5
+
+
 def train_decoder(anomalies: Features, anomaly_masks: np.ndarray, normals: Features, config: SegConfig, seed: int,
                   progress: Callable[[int], None] | None = None) -> tuple[Decoder, list[float]]:
     """Train a fresh decoder on encoder features; masks are bool (N, S, S) at ``config.side``.

@@ -104,12 +104,6 @@ def _normal_source(samples: list[SynthSample], normals: Path | None, category: s
 
 
 # ------------------------------------------------------------------------------------------ evidence
-def _mask_at(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(mask.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA) >= 0.5
-
-
 def crop_bbox(mask: np.ndarray, config: Any) -> tuple[float, float, float, float]:
     """The normalised box :func:`~local_agent.evaluation.classifier.defect_crop` cuts around ``mask`` (the same rule
     as the classifier's training crops: it is found by cropping a grid of pixel coordinates), widened to the
@@ -267,7 +261,7 @@ def train_category(category: str, samples: list[SynthSample], out: Path, normals
     from dataclasses import replace
 
     from ..evaluation.classifier import ClsConfig, defect_crop, resize_batch, save_classifier, train_classifier
-    from ..evaluation.segmentation import Encoder, SegConfig, save_decoder, train_decoder
+    from ..evaluation.segmentation import Encoder, SegConfig, mask_at, save_decoder, train_decoder
     from ..outputs import inside, safe_name
     from .backbone import load_lite0
     from .gallery import build_gallery, category_dir, load_gallery, normal_images
@@ -309,7 +303,7 @@ def train_category(category: str, samples: list[SynthSample], out: Path, normals
     tick(0, seg.steps, "head: encoding")
     anomaly_feats = encoder(resize_batch([images[k] for k in fit], seg.side))
     normal_feats = encoder(resize_batch([load_image(p).rgb for p in fit_normals], seg.side))
-    decoder, losses = train_decoder(anomaly_feats, np.stack([_mask_at(masks[k], (seg.side, seg.side)) for k in fit]),
+    decoder, losses = train_decoder(anomaly_feats, np.stack([mask_at(masks[k], (seg.side, seg.side)) for k in fit]),
                                     normal_feats, seg, seed, lambda i: tick(i, seg.steps, "head: training"))
 
     types = sorted({s.anomaly_type for s in samples})
