@@ -127,7 +127,7 @@ def test_without_a_trained_folder_the_inspector_answers_as_before(trained):
 
 def test_balanced_accuracy_overkill_and_miss_on_hand_made_answers():
     from local_agent.inspection.evaluate import markdown_table
-    from local_agent.inspection.trained import choose_threshold
+    from local_agent.inspection.trained import threshold_at
 
     qs = [{"image": f"n{i}", "type": "anomaly", "answer": "no", "options": ["yes", "no"]} for i in range(4)]
     qs += [{"image": f"d{i}", "type": "anomaly", "answer": "yes", "options": ["yes", "no"]} for i in range(6)]
@@ -152,6 +152,8 @@ def test_balanced_accuracy_overkill_and_miss_on_hand_made_answers():
     mean_row = table.strip().splitlines()[-1].split("|")
     assert "**mean**" in mean_row[1]
     assert float(mean_row[3]) == pytest.approx((r["balanced_accuracy"] + 0.9) / 2, abs=1e-3)
-    # the threshold: best balanced accuracy, placed MARGIN above the highest normal below the cut
-    thr, ba = choose_threshold(np.array([0.0, 0.2, 1.0]), np.array([5.0, 8.0]))
-    assert ba == 1.0 and thr == pytest.approx(1.5)
+    # the threshold: the (1 - rate) quantile of the held-out normals; the synthetic anomalies do not move it
+    normal = np.arange(20, dtype=float)
+    thr, at = threshold_at(normal, np.array([5.0, 100.0]), 0.1)
+    assert thr == pytest.approx(np.quantile(normal, 0.9)) and threshold_at(normal, np.array([1e6]), 0.1)[0] == thr
+    assert at["false_alarm"] == 0.1 and at["synthetic_detected"] == 0.5

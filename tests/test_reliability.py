@@ -6,13 +6,13 @@ import html
 import json
 import os
 import re
-import shutil
 import stat
 from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
 import pytest
+from categories import small_category
 from click.testing import CliRunner
 
 from local_agent.cli import main
@@ -47,16 +47,6 @@ def profile(profile_file) -> dict:
 # transistor images whose GrabCut foreground changes with OpenCV's RNG state (checked with cv2.setRNGSeed 1, 2, 3):
 # the ones that show a leak of state between samples
 RNG_SENSITIVE = ["002.png", "010.png"]
-
-
-def small_category(shared_data: Path, root: Path, category: str, n_images: int = 2,
-                   names: list[str] | None = None) -> Path:
-    folder = root / category / "train" / "good"
-    folder.mkdir(parents=True)
-    source = shared_data / "mvtec" / category / "train" / "good"
-    for p in [source / n for n in names] if names else sorted(source.glob("*.png"))[:n_images]:
-        shutil.copy(p, folder / p.name)
-    return folder.parent.parent
 
 
 def tree(root: Path) -> set[str]:

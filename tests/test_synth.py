@@ -1,26 +1,17 @@
 """`synth` as a library: MVTec layout, manifest, report, resume after interruption, bad inputs, workers."""
 import json
-import shutil
 
 import numpy as np
 import pytest
+from categories import small_category
 from PIL import Image
 
 from local_agent.synth import SynthError, read_manifest, synthesize
 
 
-def small_category(shared_data, tmp_path, category, n_images=3):
-    """A copy of a category folder with only a few train/good images (keeps the test fast)."""
-    root = tmp_path / "data" / category / "train" / "good"
-    root.mkdir(parents=True)
-    for p in sorted((shared_data / "mvtec" / category / "train" / "good").glob("*.png"))[:n_images]:
-        shutil.copy(p, root / p.name)
-    return root.parent.parent
-
-
 def test_end_to_end_on_grid_and_transistor(shared_data, tmp_path):
-    grid = small_category(shared_data, tmp_path, "grid")
-    transistor = small_category(shared_data, tmp_path, "transistor")
+    grid = small_category(shared_data, tmp_path / "data", "grid", 3)
+    transistor = small_category(shared_data, tmp_path / "data", "transistor", 3)
     out = tmp_path / "out"
     from local_agent.profile import load_profile
 
@@ -48,7 +39,7 @@ def test_end_to_end_on_grid_and_transistor(shared_data, tmp_path):
 
 
 def test_rerun_resumes_and_interrupted_run_loses_nothing(shared_data, tmp_path):
-    grid = small_category(shared_data, tmp_path, "grid")
+    grid = small_category(shared_data, tmp_path / "data", "grid", 3)
     out = tmp_path / "out"
     seen = []
 
@@ -74,7 +65,7 @@ def test_rerun_resumes_and_interrupted_run_loses_nothing(shared_data, tmp_path):
 
 
 def test_same_seed_same_images(shared_data, tmp_path):
-    grid = small_category(shared_data, tmp_path, "grid", 2)
+    grid = small_category(shared_data, tmp_path / "data", "grid", 2)
     a = tmp_path / "a"
     b = tmp_path / "b"
     synthesize([grid], ["crack"], a, n=2, seed=9, save_trajectories=False)
@@ -110,7 +101,7 @@ def test_bad_inputs_are_reported_and_do_not_stop_the_run(shared_data, tmp_path):
 
 
 def test_unknown_names_warn_and_unwritable_output_fails_cleanly(shared_data, tmp_path):
-    grid = small_category(shared_data, tmp_path, "grid", 1)
+    grid = small_category(shared_data, tmp_path / "data", "grid", 1)
     s = synthesize([grid], ["purple_smudge"], tmp_path / "o", n=1, category="widget")
     assert any("category 'widget'" in w for w in s.warnings)
     assert any("'purple_smudge'" in w and "stain" in w for w in s.warnings)
@@ -124,7 +115,7 @@ def test_unknown_names_warn_and_unwritable_output_fails_cleanly(shared_data, tmp
 
 def test_ranks_share_the_plan_and_merge(shared_data, tmp_path, monkeypatch):
     """Under `accelerate launch` each rank takes its share; the last to finish merges one manifest."""
-    grid = small_category(shared_data, tmp_path, "grid", 2)
+    grid = small_category(shared_data, tmp_path / "data", "grid", 2)
     out = tmp_path / "out"
     monkeypatch.setenv("WORLD_SIZE", "2")
     for rank in (0, 1):

@@ -51,6 +51,13 @@ def _mask_for(root: Path, anomaly_type: str, image: Path) -> Path | None:
     return None
 
 
+def type_names(test_dir: Path) -> list[str]:
+    """The defect types of a test folder: its sub-folders other than ``good``; hidden ones (.ipynb_checkpoints)
+    are not defect types."""
+    return sorted(p.name for p in Path(test_dir).iterdir()
+                  if p.is_dir() and p.name != "good" and not p.name.startswith("."))
+
+
 def read_category(root: str | Path) -> Category:
     """Validate and list a category folder: train/good, test/good, test/<type>, ground_truth/<type>/*_mask.png."""
     root = Path(root)
@@ -65,8 +72,7 @@ def read_category(root: str | Path) -> Category:
     test_dir = root / "test"
     if not test_dir.is_dir():
         raise LayoutError(f"{root}: missing test/ (evaluation needs real test images)")
-    types = sorted(p.name for p in test_dir.iterdir()  # hidden folders (.ipynb_checkpoints) are not defect types
-                   if p.is_dir() and p.name != "good" and not p.name.startswith("."))
+    types = type_names(test_dir)
     if not types:
         raise LayoutError(f"{test_dir}: no defect-type folders (test/<type>/ besides test/good)")
     items: list[TestItem] = []

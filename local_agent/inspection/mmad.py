@@ -22,8 +22,10 @@ QUESTION_TYPES = ("anomaly", "defect_type", "location")
 
 def defect_types(category_folder: Path) -> list[str]:
     """The category's defect type names: the ``test/<type>`` folders other than ``good``."""
+    from ..evaluation.layout import type_names
+
     test = Path(category_folder) / "test"
-    return sorted(p.name for p in test.iterdir() if p.is_dir() and p.name != "good") if test.is_dir() else []
+    return type_names(test) if test.is_dir() else []
 
 
 def mask_cell(mask: np.ndarray) -> str:
@@ -54,7 +56,7 @@ def build_questions(category_folder: Path) -> list[dict[str, Any]]:
     if not (folder / "test").is_dir():
         raise ValueError(f"{folder}: not an MVTec category folder (no test/)")
     questions: list[dict[str, Any]] = []
-    for kind_dir in sorted(p for p in (folder / "test").iterdir() if p.is_dir()):
+    for kind_dir in [folder / "test" / t for t in sorted(["good", *types]) if (folder / "test" / t).is_dir()]:
         for image in list_images(kind_dir):
             defective = kind_dir.name != "good"
             mask = folder / "ground_truth" / kind_dir.name / f"{image.stem}_mask.png"

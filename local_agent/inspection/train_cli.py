@@ -20,11 +20,13 @@ import click
 @click.option("--steps", type=click.IntRange(10), default=300, show_default=True, help="Segmentation-head steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=click.IntRange(8), help="Use only the first N normal images (quick builds).")
+@click.option("--false-alarm", type=click.FloatRange(0.001, 0.5), default=0.05, show_default=True,
+              help="Share of held-out normal images allowed at or above the decision thresholds.")
 def train_inspector(data: Path, normals: Path | None, out: Path, gallery: Path | None, steps: int, seed: int,
-                    limit: int | None) -> None:
+                    limit: int | None, false_alarm: float) -> None:
     """Train the inspector `local-agent inspect --inspector OUT` uses: a segmentation head and a defect-type
-    classifier on synthetic defects, a normal gallery, and thresholds chosen on held-out synthetic anomalies
-    against held-out normal images (no real test image is read)."""
+    classifier on synthetic defects, a normal gallery, and thresholds set at a false-alarm rate on held-out normal
+    images (no real test image is read)."""
     from ..tools.base import BackendUnavailable
     from .cli import _progress
     from .gallery import GalleryError
@@ -38,13 +40,14 @@ def train_inspector(data: Path, normals: Path | None, out: Path, gallery: Path |
 
         try:
             folders = train(data, out, normals=normals, gallery=gallery, steps=steps, seed=seed, limit=limit,
-                            progress=progress)
+                            progress=progress, false_alarm=false_alarm)
         except (InspectorError, GalleryError, BackendUnavailable, ValueError) as e:
             raise click.ClickException(str(e)) from e
     for folder in folders:
         meta = json.loads((folder / META).read_text())
-        t = meta["trained_on"]
+        t, at = meta["trained_on"], meta["threshold_on_held_out"]
         click.echo(f"inspector {folder}: {t['samples']} synthetic samples of {len(meta['types'])} types, "
                    f"{t['head_normals'] + t['threshold_normals']} normals; threshold {meta['threshold']:.2f} "
-                   f"(balanced accuracy {meta['threshold_balanced_accuracy']:.2f} on {t['threshold_samples']} held-out "
-                   f"synthetic anomalies vs {t['threshold_normals']} held-out normals); {meta['seconds']:.0f} s")
+                   f"({100 * at['false_alarm']:.0f} % of {t['threshold_normals']} held-out normals above it; catches "
+                   f"{100 * at['synthetic_detected']:.0f} % of {t['threshold_samples']} held-out synthetic anomalies); "
+                   f"{meta['seconds']:.0f} s")

@@ -454,9 +454,9 @@ def build_command(data: Path, out: Path, profile: str, proportions: str, seed: i
                   keep_unpassed: bool, inpainter: Path | None, device: str, inpaint_steps: int,
                   inpaint_resolution: int) -> None:
     """Build chat-format JSONL trajectories (TRL SFT format) from real anomaly images with masks."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..cli import console
     from ..profile import ProfileError, load_profile
     from ..tools.base import BackendUnavailable
 
@@ -477,7 +477,8 @@ def build_command(data: Path, out: Path, profile: str, proportions: str, seed: i
                                          "pipeline (e.g. StableDiffusionInpaintPipeline)")
         props = parse_proportions(proportions)
         policy = config.get("policy", {})
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console())
         with progress:
             task = progress.add_task("trajectories", total=None)
 
@@ -488,6 +489,7 @@ def build_command(data: Path, out: Path, profile: str, proportions: str, seed: i
                                          float(policy.get("kr_threshold", 3.0)), on_progress, editor)
     except (TrajectoryError, ProfileError, ValueError, BackendUnavailable) as e:
         raise click.ClickException(str(e)) from None
-    Console().print(f"{summary.written} trajectories written to {out} ({summary.skipped_existing} already there) "
-                    f"from {summary.found} real samples; attempts {dict(sorted(summary.attempts.items()))}; "
-                    f"failure modes {summary.failure_modes}; rejected {summary.rejected or 'none'}")
+    console(stderr=False).print(
+        f"{summary.written} trajectories written to {out} ({summary.skipped_existing} already there) "
+        f"from {summary.found} real samples; attempts {dict(sorted(summary.attempts.items()))}; "
+        f"failure modes {summary.failure_modes}; rejected {summary.rejected or 'none'}", markup=False)
