@@ -17,16 +17,17 @@ def atlas() -> None:
               help="Atlas JSON to write (atomically), e.g. tools/data/atlas.json.")
 def build_command(dirs: tuple[Path, ...], out: Path) -> None:
     """Measure every real anomaly with a mask in MVTec-layout category folders (or folders holding them)."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .cli import console
     from .tools.atlas import AtlasError
     from .tools.atlas_measure import build_atlas, real_samples
     from .tools.base import BackendUnavailable
 
     try:
         samples = real_samples(list(dirs))      # bad folders fail here, before any progress bar is drawn
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console())
         with progress:
             task = progress.add_task("atlas", total=None)
 
@@ -40,5 +41,7 @@ def build_command(dirs: tuple[Path, ...], out: Path) -> None:
     kinds: dict[str, int] = {}
     for r in result.rows:
         kinds[r["kind"] or r["type"]] = kinds.get(r["kind"] or r["type"], 0) + 1
-    Console().print(f"{len(result.rows)} real defects from {len(result.categories)} categories written to {out} "
-                    f"({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); skipped {len(skipped) or 'none'}")
+    console(stderr=False).print(
+        f"{len(result.rows)} real defects from {len(result.categories)} categories and {len(result.counterfeits)} "
+        f"bad edits of them written to {out} ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); "
+        f"skipped {len(skipped) or 'none'}", markup=False)

@@ -117,12 +117,17 @@ def test_shipped_atlas_is_not_stale(shared_data):
     assert set(stored) == {s.key for s in samples}
     assert all(r["kind"] == atlas_kind(r["type"]) for r in atlas.rows), "the painter's kind words changed: rebuild"
     for s in samples[:: max(1, len(samples) // 3)][:3]:
-        fresh = measure_sample(s)
+        fresh, fakes = measure_sample(s, counterfeits=True)
         for k, v in fresh.items():
             if isinstance(v, float):
                 assert stored[s.key][k] == pytest.approx(v, rel=1e-3, abs=1e-4), (s.key, k)
             else:
                 assert stored[s.key][k] == v, (s.key, k)
+        kept = [r for r in atlas.counterfeits if r["image"] == s.key]     # stored to 3 significant digits
+        assert [r["mode"] for r in kept] == [r["mode"] for r in fakes], s.key
+        for old, new in zip(kept, fakes):
+            assert old == {k: pytest.approx(v, rel=1e-2, abs=1e-3) if isinstance(v, float) else v
+                           for k, v in new.items()}, (s.key, old["mode"])
 
 
 def test_tail_probability_grades_how_far_out():

@@ -66,11 +66,15 @@ def test_training_writes_one_finished_folder_that_loads(trained):
     assert {p.name for p in folder.iterdir()} == {"decoder.pt", "classifier.npz", "gallery", "inspector.json"}
     assert not list(folder.rglob(".*.tmp"))                       # atomic writes leave no temp file
     meta = json.loads((folder / "inspector.json").read_text())
-    passed = [json.loads(x) for x in (synth / "manifest.jsonl").read_text().splitlines()]
-    passed = [r for r in passed if r.get("status") == "passed"]
-    assert meta["types"] == sorted({r["anomaly_type"] for r in passed})
-    assert meta["trained_on"]["samples"] == len(passed) >= 2 and meta["trained_on"]["threshold_normals"] == 2
-    assert meta["trained_on"]["threshold_samples_held_out"] == (len(passed) > len(meta["types"]))
+    records = [json.loads(x) for x in (synth / "manifest.jsonl").read_text().splitlines()]
+    passed = [r for r in records if r.get("status") == "passed"]
+    # a type the judge passed fewer than 2 samples of also trains on its failed ones: every type is known
+    used = passed + [r for r in records if r.get("status") == "failed" and
+                     sum(p["anomaly_type"] == r["anomaly_type"] for p in passed) < 2]
+    assert meta["types"] == sorted({r["anomaly_type"] for r in records}) == sorted(TYPES)
+    assert meta["trained_on"]["samples"] == len(used) >= 2 and meta["trained_on"]["threshold_normals"] == 2
+    assert sum(meta["trained_on"]["failed_samples_per_type"].values()) == len(used) - len(passed)
+    assert meta["trained_on"]["threshold_samples_held_out"] == (len(used) > len(meta["types"]))
     assert meta["seg"]["steps"] == 10 and np.isfinite(meta["threshold"])
     inspector = load_inspector(out, "grid")
     assert inspector.classes == meta["types"] and inspector.gallery_dir == folder / "gallery"
@@ -157,3 +161,22 @@ def test_balanced_accuracy_overkill_and_miss_on_hand_made_answers():
     thr, at = threshold_at(normal, np.array([5.0, 100.0]), 0.1)
     assert thr == pytest.approx(np.quantile(normal, 0.9)) and threshold_at(normal, np.array([1e6]), 0.1)[0] == thr
     assert at["false_alarm"] == 0.1 and at["synthetic_detected"] == 0.5
+
+
+def test_a_type_with_too_few_passed_samples_trains_on_its_failed_ones(tmp_path):
+    from local_agent.images import save_mask_atomic, save_png_atomic
+    from local_agent.inspection.trained import synth_samples
+
+    rows = [("crack", 0, "passed"), ("crack", 1, "passed"), ("crack", 2, "failed"), ("hole", 0, "failed"),
+            ("hole", 1, "failed")]
+    lines = []
+    for atype, i, status in rows:
+        folder = "test" if status == "passed" else "failed"
+        image, mask = f"grid/{folder}/{atype}/{i:03d}.png", f"grid/{folder}/{atype}/{i:03d}_mask.png"
+        save_png_atomic(tmp_path / image, np.zeros((8, 8, 3), np.uint8))
+        save_mask_atomic(tmp_path / mask, np.ones((8, 8), bool))
+        lines.append(json.dumps({"category": "grid", "anomaly_type": atype, "index": i, "status": status,
+                                 "passed": status == "passed", "image": image, "mask": mask, "source": "n/a.png"}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    got = sorted((s.anomaly_type, s.index, s.passed) for s in synth_samples(tmp_path)["grid"])
+    assert got == [("crack", 0, True), ("crack", 1, True), ("hole", 0, False), ("hole", 1, False)]

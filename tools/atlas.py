@@ -5,6 +5,11 @@ A row holds where the defect came from (category, type, kind, image) and its mea
 plain data (a small JSON file); consumers ask for the values of one measure for one kind, a whole real row to copy
 the look of, or how typical a value is (its percentile). ``without(category)`` is how leave-one-category-out is done:
 the judge and painter of category C never see C's real defects.
+
+``counterfeits`` are the deliberately bad edits ``trajectories.make_failure`` builds from each real defect (faint,
+moved off the object, scaled up, wrong shape), measured as the judge measures an attempt, with their ``mode``: what
+the learned judge (``calibrated_judge``, ``decide: learned``) contrasts real rows with. ``without`` drops them too.
+The file stores them column-wise (one list of values per counterfeit) to stay small.
 """
 from __future__ import annotations
 
@@ -61,6 +66,7 @@ class Atlas:
     rows: list[dict[str, Any]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)   # the folders it was built from
     meta: dict[str, Any] = field(default_factory=dict)  # how it was built (inputs fingerprint, code version)
+    counterfeits: list[dict[str, Any]] = field(default_factory=list)   # bad edits of the real rows, with "mode"
 
     # ---------------------------------------------------------------- files
     @classmethod
@@ -69,7 +75,9 @@ class Atlas:
         path = Path(path) if path is not None else default_path()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(rows=list(data["rows"]), sources=list(data.get("sources", [])), meta=dict(data.get("meta", {})))
+            fakes = data.get("counterfeits") or {"columns": [], "rows": []}
+            return cls(rows=list(data["rows"]), sources=list(data.get("sources", [])), meta=dict(data.get("meta", {})),
+                       counterfeits=[dict(zip(fakes["columns"], r)) for r in fakes["rows"]])
         except FileNotFoundError:
             raise AtlasError(f"{path}: no atlas there; build one with `local-agent atlas build DIR... --out {path}`")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
@@ -78,7 +86,9 @@ class Atlas:
     def save(self, path: str | Path) -> None:
         from local_agent.images import atomic_write_bytes
 
-        blob = {"measures": MEASURES, "sources": self.sources, "meta": self.meta, "rows": self.rows}
+        columns = sorted({k for r in self.counterfeits for k in r})
+        blob = {"measures": MEASURES, "sources": self.sources, "meta": self.meta, "rows": self.rows,
+                "counterfeits": {"columns": columns, "rows": [[r.get(k) for k in columns] for r in self.counterfeits]}}
         atomic_write_bytes(Path(path), (json.dumps(blob, indent=0, sort_keys=True) + "\n").encode())
 
     # ---------------------------------------------------------------- selection
@@ -91,7 +101,8 @@ class Atlas:
         if not category:
             return self
         key = _norm(category)
-        return Atlas([r for r in self.rows if _norm(r["category"]) != key], self.sources, self.meta)
+        return Atlas([r for r in self.rows if _norm(r["category"]) != key], self.sources, self.meta,
+                     [r for r in self.counterfeits if _norm(r["category"]) != key])
 
     def rows_for(self, kind: str | None) -> list[dict[str, Any]]:
         """Rows of a kind (or of a real type name kept under its own name); every row when the kind has too few."""

@@ -25,14 +25,15 @@ import cv2
 import numpy as np
 
 from .atlas import MEASURES, Atlas, AtlasError
-from .imaging import clean_mask, difference_map, elongation, foreground_mask, to_lab
+from .imaging import clean_mask, difference_map, difference_mask, elongation, foreground_mask, to_lab
 from .painter.spec import kind_of
 
 SPECK = 12              # px: parts smaller than this are not counted (the mask tool drops them too)
 RING = (2, 7)           # px: the ring outside a defect that stands for "its surroundings"
 FEATURE_SIDE = 256      # encoder input side (backbone.INPUT_SIDE)
 SELF_EXCLUDE = 2        # patches: a normal patch's nearest neighbour is searched outside its 5x5 neighbourhood
-CODE_VERSION = "3"      # bump when a measure changes meaning (the stale-atlas test also hashes this file)
+CODE_VERSION = "4"      # bump when a measure changes meaning (the stale-atlas test also hashes this file)
+COUNTERFEIT_SEED = 0    # the bad edits of a real defect are drawn with trajectories.sample_seed(this, its key)
 
 # "thread" names a part of a screw or bolt as often as a loose fibre: "thread_side", "thread_top" are damage ON the
 # thread. A kind word followed by a place word, for kinds that are also part names, is ambiguous.
@@ -206,6 +207,19 @@ def measure(image: np.ndarray, normal: np.ndarray, mask: np.ndarray, foreground:
     return {k: out[k] for k in MEASURES}
 
 
+def measure_attempt(normal: np.ndarray, edited: np.ndarray, foreground: np.ndarray,
+                    normal_features: NormalFeatures | None = None
+                    ) -> tuple[np.ndarray, dict[str, float], np.ndarray] | None:
+    """How the calibrated judge measures an attempt: the mask tool's difference mask of ``edited`` vs ``normal``,
+    then ``measure``. Returns (region, measures, the attempt's patch features), or None when nothing changed."""
+    region, _ = difference_mask(normal, edited)
+    if region.sum() == 0:
+        return None
+    nf = normal_features if normal_features is not None else NormalFeatures.of(normal)
+    ef = edited_features(edited)
+    return region, measure(edited, normal, region, foreground, nf, ef), ef
+
+
 # ------------------------------------------------------------------------------------------ building an atlas
 def category_dirs(roots: Iterable[Path], depth: int = 3) -> list[Path]:
     """MVTec-layout category folders (``test/`` and ``ground_truth/``) at or below each root."""
@@ -256,12 +270,13 @@ def code_fingerprint() -> str:
 
     from . import imaging
 
-    parts = [CODE_VERSION, ",".join(MEASURES)]
+    parts = [CODE_VERSION, ",".join(MEASURES), ",".join(trajectories.FAILURE_MODES), str(COUNTERFEIT_SEED)]
     for fn in (atlas_kind, shape_measures, ring_around, look_measures, NormalFeatures, _pairwise, patch_cover,
-               edited_features, feature_distance, measure, real_pair, measure_sample, imaging.difference_map,
+               edited_features, feature_distance, measure, real_pair, measure_sample, measure_attempt,
+               counterfeit_rows, _rounded, imaging.difference_mask, imaging.difference_map,
                imaging.align_to, imaging.clean_mask, imaging.foreground_mask, imaging._grabcut_foreground,
                imaging.elongation, trajectories.reconstruct_normal, trajectories.load_mask, backbone.patch_features,
-               kind_of):
+               kind_of, trajectories.make_failure, trajectories.sample_seed):
         parts.append(inspect.getsource(fn))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -297,16 +312,43 @@ def real_pair(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, mask, normal
 
 
-def measure_sample(sample: Any) -> dict[str, Any]:
-    """One atlas row for a real anomaly: its mask, measured against its reconstructed normal."""
+def measure_sample(sample: Any, counterfeits: bool = False) -> dict[str, Any] | tuple[dict, list[dict]]:
+    """One atlas row for a real anomaly: its mask, measured against its reconstructed normal. With
+    ``counterfeits``: (that row, the rows of its counterfeits, ``counterfeit_rows``)."""
     image, mask, normal = real_pair(sample)
     fg = object_mask(normal, sample.category)
-    values = measure(image, normal, mask, fg)
+    nf = NormalFeatures.of(normal)
+    values = measure(image, normal, mask, fg, nf)
     row: dict[str, Any] = {"category": sample.category, "type": sample.anomaly_type,
                            "kind": atlas_kind(sample.anomaly_type), "image": sample.key,
                            "texture": bool(fg.all())}   # as the judge decides: the whole image is the object
-    row.update({k: (None if v is None else float(f"{v:.4g}")) for k, v in values.items()})
-    return row
+    row.update(_rounded(values, 4))
+    if not counterfeits:
+        return row
+    return row, counterfeit_rows(row, image, mask, normal, fg, nf)
+
+
+def _rounded(values: dict[str, Any], digits: int) -> dict[str, Any]:
+    return {k: (None if v is None else float(f"{v:.{digits}g}")) for k, v in values.items()}
+
+
+def counterfeit_rows(row: dict[str, Any], image: np.ndarray, mask: np.ndarray, normal: np.ndarray,
+                     foreground: np.ndarray, normal_features: NormalFeatures) -> list[dict[str, Any]]:
+    """The deliberately bad edits of one real defect (``trajectories.make_failure``, every mode that applies, drawn
+    with a fixed per-defect seed), each measured exactly as the calibrated judge measures an attempt
+    (``measure_attempt``). What a learned judge contrasts real defects with; an edit with no visible change is
+    left out (the judge's "missing" rule fails it anyway)."""
+    from local_agent.training.trajectories import FAILURE_MODES, make_failure, sample_seed
+
+    rng = np.random.default_rng(sample_seed(COUNTERFEIT_SEED, row["image"]))
+    out = []
+    for mode in FAILURE_MODES:
+        bad = make_failure(mode, normal, image, mask, foreground, kind_of(row["type"]), rng)
+        got = None if bad is None else measure_attempt(normal, bad, foreground, normal_features)
+        if got is not None:
+            out.append({**{k: row[k] for k in ("category", "type", "kind", "image", "texture")}, "mode": mode,
+                        **_rounded(got[1], 3)})
+    return out
 
 
 def build_atlas(roots: list[Path], on_progress: Callable[[int, int, str], None] | None = None,
@@ -314,16 +356,18 @@ def build_atlas(roots: list[Path], on_progress: Callable[[int, int, str], None] 
     """Measure every real anomaly under the roots (or ``samples``, found under them beforehand).
     Returns the atlas and {key: reason} for the images skipped."""
     samples = real_samples(roots) if samples is None else samples
-    rows, skipped = [], {}
+    rows, fakes, skipped = [], [], {}
     for i, s in enumerate(samples):
         try:
-            rows.append(measure_sample(s))
+            row, bad = measure_sample(s, counterfeits=True)
+            rows.append(row)
+            fakes.extend(bad)
             what = s.key
         except (ValueError, OSError) as e:
             skipped[s.key] = str(e)
             what = f"{s.key} skipped"
         if on_progress:
             on_progress(i + 1, len(samples), what)
-    atlas = Atlas(rows=rows, sources=[str(r) for r in roots])
+    atlas = Atlas(rows=rows, sources=[str(r) for r in roots], counterfeits=fakes)
     atlas.meta = {"fingerprint": inputs_fingerprint(samples), "code_version": CODE_VERSION, "n_inputs": len(samples)}
     return atlas, skipped

@@ -6,6 +6,15 @@ value falls (two-sided tail probability; the synthesized category is left out of
 category has never seen its real defects). Location and quality 0-5 come from the worst tail over the measures that
 matter for each. A label-agreement check fails attempts whose change (in feature space) reaches beyond the mask.
 The review names the measure furthest from the real range in the painter's words (``painter.spec``).
+
+Two ways to decide (``decide``): ``tails`` (default) fails an attempt when a measure falls in the far tail, with
+hand-set weights per measure and side; ``learned`` lets a logistic regression trained on the atlas decide: real
+defects of the OTHER categories (label 1) against their counterfeits (``Atlas.counterfeits``: the bad edits
+``trajectories.make_failure`` builds from them, label 0). Its features are the same tails (``learned_features``),
+computed for each training row with its own category left out as well, so training rows look like what the judge
+sees at deployment. It passes when p(real) >= 0.5 (and the label-agreement rule holds); quality = min(5, floor(8 p)),
+so the pass is exactly quality >= 4; location and the review's advice stay as ``tails`` computes them (a passed
+attempt's location is raised to the pass mark, its tail complaints kept as "Minor").
 """
 from __future__ import annotations
 
@@ -17,8 +26,8 @@ import cv2
 import numpy as np
 
 from .atlas import MIN_ROWS, Atlas
-from .atlas_measure import NormalFeatures, atlas_kind, edited_features, feature_change, measure, patch_cover
-from .imaging import difference_mask, foreground_mask
+from .atlas_measure import NormalFeatures, atlas_kind, feature_change, measure_attempt, patch_cover
+from .imaging import foreground_mask
 from .painter.spec import SIZE_WORDS
 from .quality_eval import verdict
 
@@ -38,6 +47,12 @@ LINEAR = frozenset({"dist_to_boundary", "pos_x", "pos_y", "lightness_change", "s
 OBJECT_ONLY = frozenset({"dist_to_boundary", "touches_object_edge", "on_object"})   # meaningless on a texture
 # Tail probability -> score (a priori, not tuned): >= 5 % typical, >= 2 % still plausible (the pass mark 4).
 SCORE_STEPS = ((0.05, 5), (0.02, 4), (0.005, 3), (0.001, 2), (1e-4, 1))
+# The learned judge's measures: the tail judge's, plus boundary roughness. Each gives two features (how surprising
+# the value is below, and above, the real median), so the model learns a weight per side where ``tails`` hand-sets
+# one; plus two raw ones (log share of the object, share on the object). C is fixed a priori, never tuned.
+LEARNED_MEASURES = (*LOCATION_MEASURES, *QUALITY_MEASURES, "roughness")
+LEARNED_C = 1.0
+DECIDERS = ("tails", "learned")
 
 
 def tail_probability(values: np.ndarray, x: float, measure: str) -> float:
@@ -68,6 +83,77 @@ def tail_probability(values: np.ndarray, x: float, measure: str) -> float:
     return float(min(p_emp, p_z))
 
 
+def pools(atlas: Atlas, key: str) -> tuple[list[dict], list[dict]]:
+    """(real rows of the kind, real OBJECT rows of the kind) the tails are taken in; each falls back to every
+    row when the kind has too few (``Atlas.rows_for``, ``MIN_ROWS``)."""
+    rows = atlas.rows_for(key)
+    object_rows = [r for r in rows if not r.get("texture")]
+    if len(object_rows) < MIN_ROWS:
+        object_rows = [r for r in atlas.rows if not r.get("texture")] or rows
+    return rows, object_rows
+
+
+def measure_tails(m: dict[str, float], rows: list[dict], object_rows: list[dict], texture: bool,
+                  names: Any) -> dict[str, tuple[float, bool]]:
+    """Per measure: (two-sided tail probability of the value among the real rows, whether it is above their
+    median). Location measures are skipped on a texture (everything is the object)."""
+    out: dict[str, tuple[float, bool]] = {}
+    for name in names:
+        if texture and name in OBJECT_ONLY:
+            continue
+        pool = object_rows if name in OBJECT_ONLY else rows
+        values = np.array([r[name] for r in pool if r.get(name) is not None], float)
+        x = float(m[name])
+        above = not (values.size and x < float(np.median(values)))
+        out[name] = (tail_probability(values, x, name), above)
+    return out
+
+
+def learned_features(m: dict[str, float], rows: list[dict], object_rows: list[dict], texture: bool) -> list[float]:
+    """The learned judge's features of one measured defect (attempt or atlas row): per ``LEARNED_MEASURES`` entry,
+    -log10 of its tail probability on the side it lies (0 on the other side, and both 0 where the measure does not
+    apply), then log10 of the share of the object and the share on the object."""
+    tails = measure_tails(m, rows, object_rows, texture, LEARNED_MEASURES)
+    feats: list[float] = []
+    for name in LEARNED_MEASURES:
+        p, above = tails.get(name, (1.0, True))
+        surprise = -math.log10(max(p, 1e-6))
+        feats += [0.0 if above else surprise, surprise if above else 0.0]
+    feats += [math.log10(max(float(m["area_frac_object"]), 1e-6)), 1.0 if texture else float(m["on_object"])]
+    return feats
+
+
+def training_set(atlas: Atlas, without_modes: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(X, y, category of each row) for the learned judge from an atlas that already lacks the judged category:
+    real rows (1) and their counterfeits (0, except ``without_modes``), each row's features taken with ITS OWN
+    category left out too (what a judged attempt meets: an atlas without its category)."""
+    X, y, cats = [], [], []
+    cache: dict[tuple[str, str], tuple[list[dict], list[dict]]] = {}
+    for label, group in ((1, atlas.rows), (0, [r for r in atlas.counterfeits if r.get("mode") not in without_modes])):
+        for r in group:
+            key = r.get("kind") or r["type"]
+            if (r["category"], key) not in cache:
+                cache[(r["category"], key)] = pools(atlas.without(r["category"]), key)
+            X.append(learned_features(r, *cache[(r["category"], key)], bool(r.get("texture"))))
+            y.append(label)
+            cats.append(r["category"])
+    return np.array(X, float), np.array(y, int), cats
+
+
+def fit_learned(atlas: Atlas, without_modes: tuple[str, ...] = ()) -> Any:
+    """Standardised, class-balanced logistic regression (``LEARNED_C``) on ``training_set``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, _ = training_set(atlas, without_modes)
+    if len(set(y.tolist())) < 2:
+        raise ValueError("the atlas holds no counterfeits (or no real rows) to learn from: rebuild it with "
+                         "`local-agent atlas build DIR... --out FILE`")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=LEARNED_C, class_weight="balanced", max_iter=2000))
+    return model.fit(X, y)
+
+
 def score_of(p: float) -> int:
     for threshold, score in SCORE_STEPS:
         if p >= threshold:
@@ -90,13 +176,21 @@ class CalibratedJudge:
     """Scores an attempt by how typical its measures are among real defects of its kind (the atlas)."""
 
     def __init__(self, atlas: str | None = None, pass_location: int = 4, pass_quality: int = 4,
-                 outside_change: float = 4.0, on_object: float = 0.0):
+                 outside_change: float = 4.0, on_object: float = 0.0, decide: str = "tails"):
+        if decide not in DECIDERS:
+            raise ValueError(f"quality_eval decide: {decide!r} is not one of {', '.join(DECIDERS)}")
         self.atlas = Atlas.load(Path(atlas) if atlas and atlas != "default" else None)   # "default": the shipped one
         self.pass_location = int(pass_location)
         self.pass_quality = int(pass_quality)
         self.outside_change = float(outside_change)   # spread units: a feature change this strong must be masked
         self.min_on_object = float(on_object)         # optional hard floor; the atlas decides by default
+        self.decide = decide
+        if decide == "learned" and not self.atlas.counterfeits:
+            raise ValueError(f"quality_eval decide: learned needs an atlas with counterfeits ({atlas or 'shipped'} has "
+                             "none): rebuild it with `local-agent atlas build DIR... --out FILE`")
         self._normals: dict[int, NormalFeatures] = {}
+        self._models: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._last: tuple[tuple, Any] | None = None
         self._own_kind = True
 
     def normal_features(self, normal: np.ndarray) -> NormalFeatures:
@@ -108,42 +202,55 @@ class CalibratedJudge:
             self._normals[key] = NormalFeatures.of(normal)
         return self._normals[key]
 
+    def model(self, category: str, without_modes: tuple[str, ...] = ()) -> Any:
+        """The learned judge of a category: trained on the atlas WITHOUT that category (cached per category)."""
+        key = (category.strip().lower(), tuple(sorted(without_modes)))
+        if key not in self._models:
+            self._models[key] = fit_learned(self.atlas.without(category), key[1])
+        return self._models[key]
+
+    def _measured(self, normal: np.ndarray, edited: np.ndarray, fg: np.ndarray) -> Any:
+        """``measure_attempt``, remembered for the last attempt (the validity script asks both deciders)."""
+        key = (hash(normal.tobytes()), hash(edited.tobytes()), hash(fg.tobytes()))
+        if self._last is None or self._last[0] != key:
+            self._last = (key, measure_attempt(normal, edited, fg, self.normal_features(normal)))
+        return self._last[1]
+
     def evaluate(self, normal: np.ndarray, edited: np.ndarray, category: str, anomaly_type: str,
-                 foreground: np.ndarray | None = None) -> dict[str, Any]:
-        region, _ = difference_mask(normal, edited)
-        if region.sum() == 0:
-            return self._result(0, 0, [("missing", "missing: no visible change: add the defect clearly")], {})
+                 foreground: np.ndarray | None = None, decide: str | None = None,
+                 without_modes: tuple[str, ...] = ()) -> dict[str, Any]:
+        """``decide`` overrides the judge's own; ``without_modes`` trains the learned judge without those
+        counterfeit modes (the validity check's leave-one-mode-out)."""
+        decide = decide or self.decide
         fg = foreground if foreground is not None else foreground_mask(normal, category)
-        texture = bool(fg.all())
+        got = self._measured(normal, edited, fg)
+        if got is None:
+            return self._result(0, 0, [("missing", "missing: no visible change: add the defect clearly")], {})
+        region, m, ef = got
         nf = self.normal_features(normal)
-        ef = edited_features(edited)
-        m = measure(edited, normal, region, fg, nf, ef)
+        texture = bool(fg.all())
         key = atlas_kind(anomaly_type) or anomaly_type
         atlas = self.atlas.without(category)
-        rows = atlas.rows_for(key)
+        rows, object_rows = pools(atlas, key)
         self._own_kind = len(rows) < len(atlas.rows)   # False: too few real rows of the kind, every kind stands in
         name = anomaly_type.replace("_", " ")
 
-        object_rows = [r for r in rows if not r.get("texture")]
-        if len(object_rows) < MIN_ROWS:
-            object_rows = [r for r in atlas.rows if not r.get("texture")] or rows
         weights = {**LOCATION_MEASURES, **QUALITY_MEASURES}
-        tails: dict[str, float] = {}
-        for measure_name, (w_low, w_high) in weights.items():
-            if texture and measure_name in OBJECT_ONLY:
-                continue
-            pool = object_rows if measure_name in OBJECT_ONLY else rows
-            values = np.array([r[measure_name] for r in pool if r.get(measure_name) is not None], float)
-            x = float(m[measure_name])
-            weight = w_low if values.size and x < float(np.median(values)) else w_high
-            tails[measure_name] = min(1.0, tail_probability(values, x, measure_name) / weight)
+        tails = {k: min(1.0, p / weights[k][1 if above else 0])
+                 for k, (p, above) in measure_tails(m, rows, object_rows, texture, weights).items()}
 
         faults: list[tuple[str, str]] = []
         loc_tails = [tails[k] for k in LOCATION_MEASURES if k in tails]
         location = score_of(min(loc_tails)) if loc_tails else 5
         quality = score_of(min(tails[k] for k in QUALITY_MEASURES))
+        p_real = None
+        if decide == "learned":
+            p_real = float(self.model(category, without_modes).predict_proba(
+                [learned_features(m, rows, object_rows, texture)])[0, 1])
+            quality = min(5, int(8 * p_real))    # p >= 0.5 is exactly quality >= 4, the pass mark
         on_object = float(m["on_object"])
-        if on_object < self.min_on_object:
+        hard_off = on_object < self.min_on_object
+        if hard_off:
             location = min(location, int(5 * on_object))
             faults.append(("off the object", "off the object: place it on the object surface, at the centre"))
         # Label agreement: a strong feature change outside the (dilated) mask is a change the label misses.
@@ -156,8 +263,9 @@ class CalibratedJudge:
             faults.append(("unlabelled change", "unlabelled change: the image changes outside the defect; "
                            "keep the change inside one clear defect, no halo or shift elsewhere"))
         ranked = sorted(tails.items(), key=lambda kv: kv[1])
-        for measure_name, p in ranked:
-            if score_of(p) >= 4:
+        for i, (measure_name, p) in enumerate(ranked):
+            # learned and failed: at least the measure furthest from the real range is named, so refinement acts
+            if score_of(p) >= 4 and not (i == 0 and p_real is not None and p_real < 0.5):
                 break
             pool = object_rows if measure_name in OBJECT_ONLY else rows
             fault = self._advice(measure_name, float(m[measure_name]), pool, name, key)
@@ -168,7 +276,13 @@ class CalibratedJudge:
                          "worst_measure": ranked[0][0] if ranked else None,
                          "worst_tail": round(ranked[0][1], 4) if ranked else None,
                          "atlas_rows": len(rows), "atlas_key": key})
-        return self._result(location, quality, faults, measures, name)
+        passed = None
+        if p_real is not None:
+            measures["p_real"] = round(p_real, 4)
+            passed = p_real >= 0.5 and not hard_off and not any(f == "unlabelled change" for f, _ in faults)
+            if passed:   # the tails' complaints stay as "Minor" advice only
+                location = max(location, self.pass_location)
+        return self._result(location, quality, faults, measures, name, passed)
 
     # ---------------------------------------------------------------------------------------------- words
     def _advice(self, measure_name: str, x: float, rows: list[dict], name: str, kind: str) -> tuple[str, str] | None:
@@ -222,8 +336,10 @@ class CalibratedJudge:
         return None
 
     def _result(self, location: int, quality: int, faults: list[tuple[str, str]], measures: dict[str, Any],
-                name: str = "defect") -> dict[str, Any]:
-        passed = location >= self.pass_location and quality >= self.pass_quality and not any(
-            f in ("missing", "unlabelled change") for f, _ in faults)
+                name: str = "defect", passed: bool | None = None) -> dict[str, Any]:
+        """``passed`` given: the learned judge's decision; else the scores against the pass marks."""
+        if passed is None:
+            passed = location >= self.pass_location and quality >= self.pass_quality and not any(
+                f in ("missing", "unlabelled change") for f, _ in faults)
         return verdict(location, quality, passed, [f for f, _ in faults], [a for _, a in faults], measures,
                        f"Plausible {name}: typical of real ones")

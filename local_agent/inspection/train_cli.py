@@ -51,3 +51,6 @@ def train_inspector(data: Path, normals: Path | None, out: Path, gallery: Path |
                    f"({100 * at['false_alarm']:.0f} % of {t['threshold_normals']} held-out normals above it; catches "
                    f"{100 * at['synthetic_detected']:.0f} % of {t['threshold_samples']} held-out synthetic anomalies); "
                    f"{meta['seconds']:.0f} s")
+        if t.get("failed_samples_per_type"):
+            click.echo(f"  types the judge passed fewer than 2 samples of also trained on their failed samples: "
+                       f"{', '.join(f'{k} {n}' for k, n in t['failed_samples_per_type'].items())}")

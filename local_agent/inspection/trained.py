@@ -36,6 +36,7 @@ from .workspace import InspectionWorkspace
 
 FORMAT = 1
 META, DECODER, CLASSIFIER, GALLERY = "inspector.json", "decoder.pt", "classifier.npz", "gallery"
+MIN_PASSED = 2            # a type with fewer passed samples also trains on its failed ones (synth_samples)
 HOLD_OUT_EVERY = 4        # every 4th normal image and every 4th synthetic sample of a type are held out for thresholds
 NEAR = 1.0                # |fused - threshold| below this (normal-spread units) is "near the threshold": zoom
 FALSE_ALARM = 0.05        # share of held-out normal images at or above the thresholds
@@ -56,11 +57,16 @@ class SynthSample:
     image: Path
     mask: Path
     source: Path | None       # the normal image it was painted on (from manifest.jsonl), None when unknown
+    passed: bool = True       # False: the judge failed it (used only for a type with too few passed samples)
 
 
 def synth_samples(data: Path) -> dict[str, list[SynthSample]]:
     """Category name -> its passed samples. Uses ``manifest.jsonl`` when present (it names each sample's source
-    image); otherwise reads the MVTec layout (``<category>/test/<type>/X.png`` + ``ground_truth/<type>/X_mask.png``)."""
+    image); otherwise reads the MVTec layout (``<category>/test/<type>/X.png`` + ``ground_truth/<type>/X_mask.png``).
+
+    A type with fewer than MIN_PASSED passed samples also gets its failed ones (each episode's best attempt, kept in
+    ``<category>/failed/``): an inspector that never saw a type can never name it, and a defect the judge found
+    imperfect still shows the head and the classifier more of that type than nothing does."""
     data = Path(data)
     if not data.is_dir():
         raise InspectorError(f"{data}: no such folder (give a `local-agent synth` output folder with --data)")
@@ -68,11 +74,19 @@ def synth_samples(data: Path) -> dict[str, list[SynthSample]]:
     if (data / "manifest.jsonl").is_file():
         from ..synth import read_manifest
 
+        failed: dict[tuple[str, str], list[SynthSample]] = {}
         for (category, atype, index), r in sorted(read_manifest(data / "manifest.jsonl").items(), key=str):
-            if r.get("status") == "passed" and r.get("image") and r.get("mask") and (data / r["image"]).is_file() \
-                    and (data / r["mask"]).is_file():
-                out.setdefault(category, []).append(SynthSample(atype, int(index), data / r["image"], data / r["mask"],
-                                                                Path(r["source"]) if r.get("source") else None))
+            if r.get("status") in ("passed", "failed") and r.get("image") and r.get("mask") \
+                    and (data / r["image"]).is_file() and (data / r["mask"]).is_file():
+                sample = SynthSample(atype, int(index), data / r["image"], data / r["mask"],
+                                     Path(r["source"]) if r.get("source") else None, r["status"] == "passed")
+                if sample.passed:
+                    out.setdefault(category, []).append(sample)
+                else:
+                    failed.setdefault((category, atype), []).append(sample)
+        for (category, atype), extra in failed.items():
+            if sum(s.anomaly_type == atype for s in out.get(category, [])) < MIN_PASSED:
+                out.setdefault(category, []).extend(extra)
     else:
         folders = [data] if (data / "test").is_dir() else sorted(p for p in data.iterdir() if (p / "test").is_dir())
         for folder in folders:
@@ -341,6 +355,8 @@ def train_category(category: str, samples: list[SynthSample], out: Path, normals
     meta = {
         "format": FORMAT, "category": category, "types": types,
         "trained_on": {"samples": len(samples), "per_type": {t: labels.count(t) for t in types},
+                       "failed_samples_per_type": {t: n for t in types
+                                                   if (n := sum(not s.passed for s in samples if s.anomaly_type == t))},
                        "head_samples": len(fit), "threshold_samples": len(calib),
                        "threshold_samples_held_out": calib is not fit,
                        "normals": str(source.resolve()), "head_normals": len(fit_normals),
