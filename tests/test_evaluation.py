@@ -355,6 +355,12 @@ def test_several_categories_write_one_mean_table(shared_data, tmp_path):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     per_cat = [res["categories"][c]["methods"]["draem"]["seeds"]["1"]["metrics"]["pixel_AP"] for c in ("grid_a", "grid_b")]
     assert res["mean"]["draem"]["pixel_AP"]["per_seed"]["1"] == pytest.approx(np.mean(per_cat))
+    # type measures average over the categories that have several types: grid_b's one type is left out, not a zero
+    from local_agent.evaluation.harness import flat_metrics
+
+    own = flat_metrics(res["categories"]["grid_a"]["methods"]["draem"]["seeds"]["1"])["type_image_accuracy"]
+    assert res["mean"]["draem"]["type_image_accuracy"]["per_seed"]["1"] == (None if own is None else pytest.approx(own))
+    assert "Type measures: over the categories with more than one defect type (grid_a)." in md
     assert all(res["categories"][c]["wall_seconds"] > 0 for c in ("grid_a", "grid_b"))
     # ... or the category folders themselves, listed after --data: the same numbers, read back from the first run
     r2 = CliRunner().invoke(main, args + ["--data", str(parent / "grid_a"), str(parent / "grid_b"),

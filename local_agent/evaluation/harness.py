@@ -389,16 +389,21 @@ def category_summary(methods: dict[str, dict[str, Any]], reference: str) -> None
 def mean_over_categories(categories: dict[str, dict[str, Any]], methods: list[str], seeds: list[int],
                          reference: str) -> dict[str, Any]:
     """Per method and metric: per seed the mean over categories, then mean ± sd over seeds; and the same for the
-    paired difference to ``reference``. A seed whose value is missing (flagged) in some category is left out."""
+    paired difference to ``reference``. A seed whose value is missing (flagged) in some category is left out.
+    Type measures are averaged over the categories with at least two defect types only (with one type there is
+    nothing to classify: not a flag, not a zero)."""
     out: dict[str, Any] = {}
     keys = DETECTION_METRICS + TYPE_METRICS + COST_METRICS
+    typed = [name for name, c in categories.items() if len(c.get("test_set", {}).get("types", [])) != 1]
 
     def per_seed(method: str) -> dict[str, dict[str, float | None]]:
         table: dict[str, dict[str, float | None]] = {}
         for s in map(str, seeds):
-            flats = [flat_metrics(c["methods"][method]["seeds"][s]) for c in categories.values()]
-            table[s] = {k: (float(np.mean([f[k] for f in flats])) if all(f[k] is not None for f in flats) else None)
-                        for k in keys}
+            flats = {name: flat_metrics(c["methods"][method]["seeds"][s]) for name, c in categories.items()}
+            table[s] = {}
+            for k in keys:
+                vals = [f[k] for name, f in flats.items() if k not in TYPE_METRICS or name in typed]
+                table[s][k] = float(np.mean(vals)) if vals and all(v is not None for v in vals) else None
         return table
 
     tables = {m: per_seed(m) for m in methods}

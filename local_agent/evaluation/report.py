@@ -156,8 +156,11 @@ def write_markdown(path: Path, results: dict[str, Any]) -> None:
              f"A classifier whose top class takes >= 90 % of the predictions is flagged 'collapsed', a category with "
              f"one type 'n/a (1 type)'; flagged runs are left out of the means.{_resnet_note(results)}\n"]
     if len(results["categories"]) > 1:
+        typed = [n for n, c in results["categories"].items() if len(c.get("test_set", {}).get("types", [])) != 1]
+        note = ("" if len(typed) == len(results["categories"]) else
+                f" Type measures: over the categories with more than one defect type ({', '.join(typed) or 'none'}).")
         parts += [f"## Mean over {len(results['categories'])} categories\n",
-                  "Per seed the mean over categories, then mean ± sd over seeds.\n", mean_table(results) + "\n"]
+                  f"Per seed the mean over categories, then mean ± sd over seeds.{note}\n", mean_table(results) + "\n"]
         paired = {m: {"paired": s["paired"]} for m, s in results["mean"].items() if "paired" in s}
         if paired:
             parts += [f"Paired difference to {ref} (per seed, then mean ± sd; percentage points):\n",
