@@ -240,18 +240,39 @@ def remove_stale_temp_files(out: Path) -> int:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(profile: dict[str, Any]) -> None:
-    """Build the tools and the policy once per process (backends may load models)."""
+def _init_worker(profile: dict[str, Any], threads: int = 1) -> None:
+    """Build the tools and the policy once per process (backends may load models).
+
+    Torch gets ``threads`` CPU threads: the embedded backends run one small image through a small network at a time,
+    where a second thread saves little on an idle machine and costs a lot on a busy one (threads spinning for a core
+    another process holds: the default profile's synth ran 1.8x faster in wall time with one thread than with
+    torch's default of one per core, side by side on the shared 2-core machine). ``evaluate`` runs with one thread
+    too, so ``synth`` and the benchmark compute the same numbers."""
     import cv2
 
     from .profile import build_policy
     from .tools import build_tools
 
     cv2.setNumThreads(1)
+    try:
+        import torch
+    except ImportError:                                 # a profile without torch backends
+        pass
+    else:
+        torch.set_num_threads(max(1, int(threads)))
     if "LOCAL_RANK" in os.environ:
         bind_local_gpu()  # `device: cuda` in a profile means this rank's own GPU
     _WORKER["tools"] = build_tools(profile["tools"])
     _WORKER["policy"] = build_policy(profile.get("policy", {"backend": "scripted"}))
+
+
+def _torch_threads() -> int | None:
+    """Torch's current CPU thread count, or None when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -358,7 +379,7 @@ def synthesize(inputs: list[Path], anomaly_types: list[str], out: Path, n: int =
                profile: dict[str, Any] | None = None, max_attempts: int = 3, workers: int = 1,
                category: str | None = None, save_trajectories: bool = True,
                on_start: Callable[[int, int], None] | None = None,
-               on_record: Callable[[dict[str, Any]], None] | None = None) -> SynthSummary:
+               on_record: Callable[[dict[str, Any]], None] | None = None, threads: int = 1) -> SynthSummary:
     """Plan, skip what is finished, run the rest (in ``workers`` processes), write manifest and report."""
     from .profile import load_profile
 
@@ -413,12 +434,19 @@ def synthesize(inputs: list[Path], anomaly_types: list[str], out: Path, n: int =
     args = [(j, str(out), max_attempts, save_trajectories) for j in todo]
     try:
         if workers <= 1 or len(todo) <= 1:
-            _init_worker(profile)
-            results: Iterable[dict[str, Any]] = map(_run_job_in_worker, args)
-            _consume(results, manifest, summary, on_record, out, done)
+            before = _torch_threads()
+            try:
+                _init_worker(profile, threads)
+                results: Iterable[dict[str, Any]] = map(_run_job_in_worker, args)
+                _consume(results, manifest, summary, on_record, out, done)
+            finally:                                   # a library caller keeps its own setting
+                if before:
+                    import torch
+
+                    torch.set_num_threads(before)
         else:
             ctx = mp.get_context("spawn")  # fork is unsafe once a backend has started threads or CUDA
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(profile,)) as pool:
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(profile, threads)) as pool:
                 _consume(pool.imap_unordered(_run_job_in_worker, args), manifest, summary, on_record, out, done)
     finally:
         summary.seconds = time.perf_counter() - t0

@@ -18,9 +18,11 @@ import click
 @click.option("--out", "-o", default=Path("synth_out"), show_default=True, type=click.Path(path_type=Path))
 @click.option("--profile", "-p", default="default", show_default=True, help="Packaged profile name or YAML path.")
 @click.option("--workers", "-j", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="Torch CPU threads per worker (the embedded backends are fastest with one; more for CPU diffusion).")
 @click.option("--no-trajectories", is_flag=True, help="Do not save per-sample trajectories.")
 def synth(inputs: tuple[Path, ...], anomaly_types: tuple[str, ...], category: str | None, n: int, seed: int,
-          max_turns: int, out: Path, profile: str, workers: int, no_trajectories: bool) -> None:
+          max_turns: int, out: Path, profile: str, workers: int, threads: int, no_trajectories: bool) -> None:
     """Turn normal images into defect images with pixel masks, in the MVTec AD layout.
 
     INPUTS are image files, folders of images, or MVTec category folders (their train/good is used).
@@ -61,7 +63,7 @@ def synth(inputs: tuple[Path, ...], anomaly_types: tuple[str, ...], category: st
         with progress:
             summary = synthesize(list(inputs), types, out, n=n, seed=seed, profile=prof, max_attempts=max_turns,
                                  workers=workers, category=category, save_trajectories=not no_trajectories,
-                                 on_start=on_start, on_record=on_record)
+                                 threads=threads, on_start=on_start, on_record=on_record)
     except (SynthError, BackendUnavailable, ValueError, UnsafePath) as e:
         raise click.ClickException(str(e))
     except KeyboardInterrupt:

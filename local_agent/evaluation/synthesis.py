@@ -96,9 +96,11 @@ def _synthesize_agent(category: Category, out: Path, n: int, seed: int, profile:
         if progress:
             progress(state["done"], state["total"])
 
+    import torch
+
     synthesize([category.root], category.anomaly_types, out, n=n, seed=seed, profile=profile,
                max_attempts=max_attempts, category=category.name, save_trajectories=False,
-               on_start=on_start, on_record=on_record)
+               on_start=on_start, on_record=on_record, threads=torch.get_num_threads())   # evaluate's --threads
     return _read_samples(out, category, n)
 
 
