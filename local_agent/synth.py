@@ -244,10 +244,10 @@ def _init_worker(profile: dict[str, Any], threads: int = 1) -> None:
     """Build the tools and the policy once per process (backends may load models).
 
     Torch gets ``threads`` CPU threads: the embedded backends run one small image through a small network at a time,
-    where a second thread saves little on an idle machine and costs a lot on a busy one (threads spinning for a core
-    another process holds: the default profile's synth ran 1.8x faster in wall time with one thread than with
-    torch's default of one per core, side by side on the shared 2-core machine). ``evaluate`` runs with one thread
-    too, so ``synth`` and the benchmark compute the same numbers."""
+    and on a busy machine a second thread mostly waits for a core another process holds (the default profile's
+    synth ran 1.8x faster in wall time with one thread than with torch's default of one per core, side by side on
+    the shared 2-core machine; not measured on an idle one). ``evaluate`` runs with one thread too, so ``synth`` and
+    the benchmark compute the same numbers."""
     import cv2
 
     from .profile import build_policy
