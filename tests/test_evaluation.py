@@ -446,3 +446,16 @@ def test_resnet34_classifier_loads_torchvision_layout_from_weights_folder(tmp_pa
     with pytest.raises(BackendUnavailable, match="not a torchvision resnet34 state dict") as error:
         load_resnet34(tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_a_judge_that_passed_everything_is_marked():
+    from local_agent.evaluation.report import category_table
+
+    def entry(rates):
+        seeds = {str(i): {"metrics": {}} for i in range(len(rates))}
+        summary = {"pixel_AP": {"mean": 0.3, "sd": 0.01},
+                   "judge_pass_rate": {"mean": float(np.mean(rates)), "sd": float(np.std(rates, ddof=1))}}
+        return {"methods": {"agent": {"seeds": seeds, "summary": summary}}}
+
+    assert "100.0 ± 0.0 (all passed)" in category_table(entry([1.0, 1.0, 1.0]))
+    assert "(all passed)" not in category_table(entry([1.0, 0.9, 1.0]))

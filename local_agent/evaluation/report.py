@@ -82,9 +82,18 @@ def category_table(entry: dict[str, Any]) -> str:
         row = [name] + [_cell(s.get(m)) for m in metric_names]
         if has_types:
             row += [_cell(s.get(k), flags=s.get(f"type_{k.split('_')[1]}_flags")) for k, _ in TYPE_COLUMNS]
-        row += [_cell(s.get("judge_pass_rate")), _cell(s.get("seconds_per_sample"), percent=False)]
+        row += [_judge_cell(s.get("judge_pass_rate")), _cell(s.get("seconds_per_sample"), percent=False)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def _judge_cell(stat: dict[str, Any] | None) -> str:
+    """The judge pass rate; one that passed every sample of every seed is marked: there it could not fail, so it
+    filtered nothing (a finding about the judge, not a quality of the samples)."""
+    cell = _cell(stat)
+    if stat and stat.get("mean") == 1.0 and not stat.get("sd"):
+        cell += " (all passed)"
+    return cell
 
 
 def paired_table(methods: dict[str, dict[str, Any]], reference: str) -> str:
@@ -154,7 +163,8 @@ def write_markdown(path: Path, results: dict[str, Any]) -> None:
              f"Type classifier: {cls['mode']} ({cls['side']} px); 'image' = whole images (the paper's measure), "
              f"'crop' = crops around the synthetic mask (train) and the ground-truth mask (test), one crop rule. "
              f"A classifier whose top class takes >= 90 % of the predictions is flagged 'collapsed', a category with "
-             f"one type 'n/a (1 type)'; flagged runs are left out of the means.{_resnet_note(results)}\n"]
+             f"one type 'n/a (1 type)'; flagged runs are left out of the means. A judge pass rate marked 'all passed' "
+             f"means the judge passed every sample of every seed: there it filtered nothing.{_resnet_note(results)}\n"]
     if len(results["categories"]) > 1:
         typed = [n for n, c in results["categories"].items() if len(c.get("test_set", {}).get("types", [])) != 1]
         note = ("" if len(typed) == len(results["categories"]) else
