@@ -143,9 +143,7 @@ def small_atlas(kind="stain", median=0.01, n=30, on_object=False, **measures):
 
 def with_atlas(atlas, **options):
     painter = ProceduralPainter(**options)
-    from local_agent.tools.painter.priors import Priors
-
-    painter.priors = Priors(atlas)
+    painter.priors = atlas
     return painter
 
 
@@ -222,11 +220,10 @@ def test_broad_unevenness_is_broad_and_soft(grid_image):
 
 def test_prompt_writer_uses_the_prior_and_refine_carries_the_judges_advice(transistor_image):
     from local_agent.policies.scripted import refine_prompt
-    from local_agent.tools.painter.priors import Priors
     from local_agent.tools.prompt_gen import TemplatePrompt
 
     writer = TemplatePrompt()
-    writer.priors = Priors(small_atlas("broken", 0.03, on_object=True, touches_object_edge=1))
+    writer.priors = small_atlas("broken", 0.03, on_object=True, touches_object_edge=1)
     texts = [writer.generate(transistor_image, "transistor", "damaged_case", None, np.random.default_rng(s))
              for s in range(6)]
     specs = [parse_prompt(t) for t in texts]

@@ -67,6 +67,7 @@ class Atlas:
     sources: list[str] = field(default_factory=list)   # the folders it was built from
     meta: dict[str, Any] = field(default_factory=dict)  # how it was built (inputs fingerprint, code version)
     counterfeits: list[dict[str, Any]] = field(default_factory=list)   # bad edits of the real rows, with "mode"
+    _without: dict[str, "Atlas"] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ---------------------------------------------------------------- files
     @classmethod
@@ -97,12 +98,16 @@ class Atlas:
         return sorted({r["category"] for r in self.rows})
 
     def without(self, category: str | None) -> "Atlas":
-        """The atlas minus one category's rows (leave-one-category-out); unchanged when it holds none of them."""
+        """The atlas minus one category's rows (leave-one-category-out); unchanged when it holds none of them.
+        Remembered per category: the painter, the prompt writer and the judge ask for it at every attempt, and an
+        atlas is not changed once built."""
         if not category:
             return self
         key = _norm(category)
-        return Atlas([r for r in self.rows if _norm(r["category"]) != key], self.sources, self.meta,
-                     [r for r in self.counterfeits if _norm(r["category"]) != key])
+        if key not in self._without:
+            self._without[key] = Atlas([r for r in self.rows if _norm(r["category"]) != key], self.sources,
+                                       self.meta, [r for r in self.counterfeits if _norm(r["category"]) != key])
+        return self._without[key]
 
     def rows_for(self, kind: str | None) -> list[dict[str, Any]]:
         """Rows of a kind (or of a real type name kept under its own name); every row when the kind has too few."""

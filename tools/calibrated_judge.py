@@ -210,10 +210,12 @@ class CalibratedJudge:
         return self._models[key]
 
     def _measured(self, normal: np.ndarray, edited: np.ndarray, fg: np.ndarray) -> Any:
-        """``measure_attempt``, remembered for the last attempt (the validity script asks both deciders)."""
+        """(``measure_attempt``, the normal's features), remembered for the last attempt (the validity script asks
+        both deciders)."""
         key = (hash(normal.tobytes()), hash(edited.tobytes()), hash(fg.tobytes()))
         if self._last is None or self._last[0] != key:
-            self._last = (key, measure_attempt(normal, edited, fg, self.normal_features(normal)))
+            nf = self.normal_features(normal)
+            self._last = (key, (measure_attempt(normal, edited, fg, nf), nf))
         return self._last[1]
 
     def evaluate(self, normal: np.ndarray, edited: np.ndarray, category: str, anomaly_type: str,
@@ -223,11 +225,10 @@ class CalibratedJudge:
         counterfeit modes (the validity check's leave-one-mode-out)."""
         decide = decide or self.decide
         fg = foreground if foreground is not None else foreground_mask(normal, category)
-        got = self._measured(normal, edited, fg)
+        got, nf = self._measured(normal, edited, fg)
         if got is None:
             return self._result(0, 0, [("missing", "missing: no visible change: add the defect clearly")], {})
         region, m, ef = got
-        nf = self.normal_features(normal)
         texture = bool(fg.all())
         key = atlas_kind(anomaly_type) or anomaly_type
         atlas = self.atlas.without(category)

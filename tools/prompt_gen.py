@@ -52,10 +52,9 @@ class TemplatePrompt:
     """
 
     def __init__(self, atlas: str | None = "none"):
-        from .painter.priors import Priors, load_atlas
+        from .painter.priors import load_atlas
 
-        loaded = load_atlas(atlas)
-        self.priors = Priors(loaded) if loaded is not None else None
+        self.priors = load_atlas(atlas)      # an Atlas, or None
 
     def generate(self, image: np.ndarray, category: str, anomaly_type: str, knowledge: str | None,
                  rng: np.random.Generator) -> str:
@@ -66,7 +65,7 @@ class TemplatePrompt:
             from .painter.priors import describe
 
             on_object = category.lower() not in TEXTURE_CATEGORIES and foreground_mask(image, category).mean() < 0.9
-            words = describe(self.priors.for_category(category), kind, rng, on_object)
+            words = describe(self.priors.without(category), kind, rng, on_object)
             place = {"edge": "edge", "centre": "centre"}.get(words.get("place", ""), words.get("place", ""))
             place = place or place_phrase(image, category, rng)
             what = " ".join(w for w in (words.get("count"), words.get("look"), words.get("size")) if w)

@@ -15,7 +15,7 @@ import numpy as np
 from ..imaging import clean_mask, difference_map, foreground_mask
 from .placement import choose_point, object_box
 from .render import KIND_RENDERERS, Canvas
-from .priors import Priors, apply_priors, load_atlas
+from .priors import apply_priors, load_atlas
 from .spec import DefectSpec, parse_prompt
 
 __all__ = ["ProceduralPainter", "DefectSpec", "parse_prompt", "paint"]
@@ -267,8 +267,7 @@ class ProceduralPainter:
 
     def __init__(self, jitter: bool = True, atlas: str | None = "none", textures: str | None = None):
         self.jitter = bool(jitter)
-        atlas_obj = load_atlas(atlas)
-        self.priors = Priors(atlas_obj) if atlas_obj is not None else None
+        self.priors = load_atlas(atlas)      # an Atlas, or None; priors.without(category) per painted category
         self.texture_files = _texture_files(textures) if textures else []
         self._textures: dict[Path, np.ndarray] = {}
         self._fg_cache: tuple[int, str, np.ndarray] | None = None
@@ -316,7 +315,7 @@ class ProceduralPainter:
         spec = parse_prompt(prompt)
         fg = self.foreground(image, category)
         if self.priors is not None:  # its own stream: the same words and seed draw the same real defect
-            spec = apply_priors(spec, self.priors.for_category(category), np.random.default_rng([seed, 17]),
+            spec = apply_priors(spec, self.priors.without(category), np.random.default_rng([seed, 17]),
                                 on_object=bool(fg.mean() < 0.95), object_frac=float(fg.mean()))
         field = self.texture_field(fg.shape, np.random.default_rng([seed, 23]))
         rng = np.random.default_rng(seed)

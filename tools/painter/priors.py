@@ -79,20 +79,6 @@ def is_object_row(row: dict[str, Any]) -> bool:
     return float(row.get("area_frac_object") or 0) > 1.05 * float(row.get("area_frac_image") or 0)
 
 
-class Priors:
-    """An atlas seen from one category: ``for_category(c)`` leaves c's own real defects out (cached)."""
-
-    def __init__(self, atlas: Atlas):
-        self.atlas = atlas
-        self._cache: dict[str, Atlas] = {}
-
-    def for_category(self, category: str) -> Atlas:
-        key = category or ""
-        if key not in self._cache:
-            self._cache[key] = self.atlas.without(category)
-        return self._cache[key]
-
-
 def _quantile(atlas: Atlas, kind: str, measure: str, band: tuple[float, float], rng: np.random.Generator) -> float | None:
     v = atlas.values(kind, measure)
     if v.size == 0:
