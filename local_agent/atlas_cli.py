@@ -17,23 +17,14 @@ def atlas() -> None:
               help="Atlas JSON to write (atomically), e.g. tools/data/atlas.json.")
 def build_command(dirs: tuple[Path, ...], out: Path) -> None:
     """Measure every real anomaly with a mask in MVTec-layout category folders (or folders holding them)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from .cli import console
+    from .cli import console, progress_steps
     from .tools.atlas import AtlasError
     from .tools.atlas_measure import build_atlas, real_samples
     from .tools.base import BackendUnavailable
 
     try:
         samples = real_samples(list(dirs))      # bad folders fail here, before any progress bar is drawn
-        progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=console())
-        with progress:
-            task = progress.add_task("atlas", total=None)
-
-            def on_progress(done: int, total: int, what: str) -> None:
-                progress.update(task, total=total, completed=done, description=f"atlas {what}")
-
+        with progress_steps("atlas") as on_progress:
             result, skipped = build_atlas(list(dirs), on_progress, samples)
         result.save(out)
     except (AtlasError, BackendUnavailable, OSError) as e:

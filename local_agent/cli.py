@@ -5,6 +5,8 @@ Verbs are imported only when invoked (``LazyGroup``) so that ``local-agent --hel
 from __future__ import annotations
 
 import importlib
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import click
 
@@ -33,6 +35,20 @@ def console(stderr: bool = True, table: bool = False):
     if table and not c.is_terminal:
         c = Console(stderr=stderr, soft_wrap=True, width=1000)
     return c
+
+
+@contextmanager
+def progress_steps(label: str, template: str = "{label} {what}") -> Iterator[Callable[[int, int, str], None]]:
+    """A progress bar on stderr (``console``; what is shown is never read as markup) for the length of the block,
+    and the ``(done, total, what)`` callback the library code moves it with."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console())
+    with progress:
+        task = progress.add_task(label, total=None)
+        yield lambda done, total, what: progress.update(task, total=total, completed=done,
+                                                        description=template.format(label=label, what=what))
 
 
 def one_line(error: BaseException) -> str:

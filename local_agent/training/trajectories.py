@@ -454,9 +454,7 @@ def build_command(data: Path, out: Path, profile: str, proportions: str, seed: i
                   keep_unpassed: bool, inpainter: Path | None, device: str, inpaint_steps: int,
                   inpaint_resolution: int) -> None:
     """Build chat-format JSONL trajectories (TRL SFT format) from real anomaly images with masks."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ..cli import console
+    from ..cli import console, progress_steps
     from ..profile import ProfileError, load_profile
     from ..tools.base import BackendUnavailable
 
@@ -477,14 +475,7 @@ def build_command(data: Path, out: Path, profile: str, proportions: str, seed: i
                                          "pipeline (e.g. StableDiffusionInpaintPipeline)")
         props = parse_proportions(proportions)
         policy = config.get("policy", {})
-        progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=console())
-        with progress:
-            task = progress.add_task("trajectories", total=None)
-
-            def on_progress(done: int, total: int, what: str) -> None:
-                progress.update(task, total=total, completed=done, description=f"trajectories ({what})")
-
+        with progress_steps("trajectories", "{label} ({what})") as on_progress:
             summary = build_trajectories(data, out, config["tools"], props, seed, limit, not keep_unpassed,
                                          float(policy.get("kr_threshold", 3.0)), on_progress, editor)
     except (TrajectoryError, ProfileError, ValueError, BackendUnavailable) as e:
