@@ -107,6 +107,8 @@ def test_inspect_with_the_trained_folder_uses_head_and_classifier(trained, tmp_p
         tool_text = " ".join(m["content"] for m in episode["messages"] if m["role"] == "tool")
         assert "fused_score" in tool_text and "head_score" in tool_text     # what a VLM policy reads too
         answer = r["answer"]
+        zoomed = any(s["tool"] == "perceptive_zoomer" for s in episode["steps"])
+        assert zoomed == answer["anomaly_present"]      # the zoom names a flagged image's type; it never decides
         if answer["anomaly_present"]:
             assert answer["defect_type"] in TYPES and 0.5 <= answer["type_probability"] <= 1.0
             assert "type_probabilities" in tool_text and answer["bbox"] is not None
@@ -180,3 +182,17 @@ def test_a_type_with_too_few_passed_samples_trains_on_its_failed_ones(tmp_path):
     (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     got = sorted((s.anomaly_type, s.index, s.passed) for s in synth_samples(tmp_path)["grid"])
     assert got == [("crack", 0, True), ("crack", 1, True), ("hole", 0, False), ("hole", 1, False)]
+
+
+def test_a_manifest_path_leading_outside_the_synth_folder_is_refused(tmp_path):
+    from local_agent.images import save_mask_atomic, save_png_atomic
+    from local_agent.inspection.trained import InspectorError, synth_samples
+
+    data = tmp_path / "synth"
+    save_png_atomic(tmp_path / "elsewhere.png", np.zeros((8, 8, 3), np.uint8))      # exists, but outside
+    save_mask_atomic(data / "grid/ground_truth/crack/000_mask.png", np.ones((8, 8), bool))
+    (data / "manifest.jsonl").write_text(json.dumps({
+        "category": "grid", "anomaly_type": "crack", "index": 0, "status": "passed", "passed": True,
+        "image": "../elsewhere.png", "mask": "grid/ground_truth/crack/000_mask.png"}) + "\n")
+    with pytest.raises(InspectorError, match="outside"):
+        synth_samples(data)

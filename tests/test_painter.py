@@ -199,6 +199,21 @@ def test_sizes_follow_the_atlas_prior_and_words_still_steer(grid_image):
         assert np.mean(large) > 1.2 * np.mean(small), (kind, small, large)
 
 
+def test_a_size_word_copies_a_real_defect_of_that_size_whole():
+    """"large" takes a real defect from the large band, and the rest (its elongation) comes with it."""
+    from local_agent.tools.atlas import Atlas
+    from local_agent.tools.painter.priors import apply_priors
+    from local_agent.tools.painter.spec import parse_prompt
+
+    # small real cracks are short, large ones long: copying a small crack's shape onto a large size is not real
+    atlas = Atlas([atlas_row(("carpet", "tile")[i % 2], "crack", 0.001 * (i + 1), elongation=2.0 + i)
+                   for i in range(20)], ["test"])
+    for word, shapes in (("small", (6.0, 9.0)), ("large", (14.0, 19.0))):
+        spec = parse_prompt(prompt(f"the centre to add a {word} visible crack"))
+        got = [apply_priors(spec, atlas, np.random.default_rng(s), on_object=False).elongation for s in range(20)]
+        assert shapes[0] <= min(got) and max(got) <= shapes[1], (word, sorted(set(got)))
+
+
 def test_a_pit_is_small(shared_data):
     image = load_rgb(shared_data / "bsdata" / "ball_screw" / "train" / "good" / "000.png")
     for painter in (ProceduralPainter(), with_atlas(small_atlas("hole", 0.0004, n_parts=2))):

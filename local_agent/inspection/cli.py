@@ -32,7 +32,7 @@ def _fail(message: str) -> None:
 @click.option("--out", "index_dir", type=click.Path(path_type=Path), required=True,
               help="Gallery index folder; the category goes to <out>/<category>/.")
 @click.option("--category", help="Category name (default: the folder name when it has train/good).")
-@click.option("--k", type=click.IntRange(1, 64), default=4, show_default=True,
+@click.option("--k", type=click.IntRange(1, 64), default=16, show_default=True,   # gallery.DEFAULT_K
               help="Nearest normal exemplars each image is compared with.")
 @click.option("--limit", type=click.IntRange(8), help="Use only the first N normal images (quick builds).")
 def index_gallery(folder: Path, index_dir: Path, category: str | None, k: int, limit: int | None) -> None:
@@ -92,7 +92,7 @@ def inspect(images: tuple[Path, ...], category: str | None, gallery_dir: Path | 
     import importlib
 
     from ..tools.base import BackendUnavailable
-    from .gallery import GalleryError, build_gallery, category_dir, load_gallery
+    from .gallery import GalleryError, build_gallery, is_built, load_gallery
     from .runner import inspect_images
     from .tools import inspection_tools
 
@@ -133,7 +133,7 @@ def inspect(images: tuple[Path, ...], category: str | None, gallery_dir: Path | 
                 if eval_dir is None:
                     _fail("--gallery is required (build one with `local-agent index-gallery DIR --out INDEX`)")
                 gallery = Path(out) / "gallery"
-                if not (category_dir(gallery, category) / "meta.json").is_file():
+                if not is_built(gallery, category):
                     bar.update(task, description="gallery")
                     build_gallery(eval_dir, gallery, category=category, progress=progress)
                     bar.update(task, description="inspect", completed=0)

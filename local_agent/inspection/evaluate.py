@@ -1,6 +1,6 @@
 """``local-agent inspect --eval DIR``: the mini-MMAD questions of one MVTec category, answered by the inspector.
 
-Reports accuracy per question type (with chance), ``image_AUROC`` of the discrepancy map's maximum,
+Reports accuracy per question type (with chance), ``image_AUROC`` of the discrepancy's image score,
 ``agent_image_AUROC`` of the answer itself (confidence signed by the yes/no decision, so any policy can be scored),
 ``pixel_AUROC`` of the discrepancy map against the ground-truth masks (good images count as all-normal pixels), and
 seconds per image. AUROCs come from scikit-learn. The gallery must come from ``train/good`` only.

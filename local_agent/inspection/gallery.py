@@ -23,9 +23,9 @@ from ..images import atomic_write_bytes, list_images, load_image
 from .mmad import defect_types
 
 FILES = ("images.npy", "patches.npy", "index.faiss", "meta.json")
-FORMAT = 1
-DEFAULT_K = 4             # nearest normal exemplars the discrepancy map is computed against
-DEFAULT_RADIUS = 2        # patch positions (8 px at 256) a patch may move and still match; 0 = anywhere
+FORMAT = 2                # 2: image scores are the mean of the top patch distances (discrepancy.image_score)
+DEFAULT_K = 16            # nearest normal exemplars the discrepancy map is computed against
+DEFAULT_RADIUS = 0        # patch positions (8 px at 256) a patch may move and still match; 0 = anywhere
 CALIBRATION_FOLDS = 4
 ZOOM_SAMPLES = 32         # held-out exemplars whose zoomed view is scored (each zoom costs 1 + k_zoom forwards)
 IMAGE_QUANTILE = 0.95     # image threshold: 5 % of held-out normal images would be flagged
@@ -95,6 +95,15 @@ def normal_images(folder: Path) -> list[Path]:
         raise GalleryError(f"{source}: found {len(paths)} images; a gallery needs at least {2 * CALIBRATION_FOLDS} "
                            "normal images (MVTec layout: <category>/train/good)")
     return paths
+
+
+def is_built(index_dir: Path, category: str) -> bool:
+    """Whether ``<index_dir>/<category>/`` holds a finished gallery of this format (else it is (re)built)."""
+    try:
+        meta = json.loads((category_dir(index_dir, category) / "meta.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -83,7 +83,7 @@ class ComparativeRetriever(Tool):
         "properties": {
             "image_index": {"type": "integer", "description": "1 or a zoom of image 1"},
             "k": {"type": "integer",
-                  "description": "how many nearest normal exemplars to compare with (default: the gallery's, 4)"},
+                  "description": "how many nearest normal exemplars to compare with (default: the gallery's, 16)"},
         },
         "required": ["image_index"],
     }

@@ -131,6 +131,27 @@ def kind_areas(atlas: Atlas, kind: str, on_object: bool, object_frac: float) -> 
     return np.array([v for v in a if v is not None], float)
 
 
+def sample_in_bands(atlas: Atlas, kind: str, rng: np.random.Generator,
+                    bands: dict[str, tuple[float, float] | None]) -> dict[str, Any]:
+    """One real defect of the kind whose measures lie in the words' percentile bands ("large" = the 60-85th
+    percentile of the kind's real areas), so the rest of what is copied from it (contrast, shape, place) belongs to
+    a real defect of that size and look. A band no real row falls in is let go (the look's first, then the size's);
+    the size and contrast themselves are still drawn in their bands (:func:`apply_priors`)."""
+    rows = atlas.rows_for(kind)
+    wanted = [(m, b) for m, b in bands.items() if b is not None]
+    while wanted:
+        fits = np.ones(len(rows), bool)
+        for m, (lo, hi) in wanted:
+            x = np.array([np.nan if r.get(m) is None else float(r[m]) for r in rows])
+            v = x[np.isfinite(x)]
+            pct = ((v[None, :] < x[:, None]).sum(1) + 0.5 * (v[None, :] == x[:, None]).sum(1)) / max(v.size, 1)
+            fits &= np.isfinite(x) & (pct >= lo) & (pct <= hi)          # Atlas.percentile of each row, at once
+        if fits.any():
+            return dict(rows[int(rng.choice(np.flatnonzero(fits)))])
+        wanted.pop()
+    return atlas.sample(kind, rng)
+
+
 def apply_priors(spec: DefectSpec, atlas: Atlas, rng: np.random.Generator, on_object: bool,
                  object_frac: float = 1.0) -> DefectSpec:
     """Fill what the words leave open from one real defect of the kind; words that are there win."""
@@ -139,7 +160,9 @@ def apply_priors(spec: DefectSpec, atlas: Atlas, rng: np.random.Generator, on_ob
     # A kind too rare once the category is left out borrows generic defects (prior_atlas): a generic real defect
     # is a better prior than none. Pin words ("pitting", "pinhole") read as "tiny": the smallest band of it.
     atlas = prior_atlas(atlas, spec.kind, on_object)
-    row = atlas.sample(spec.kind, rng)
+    row = sample_in_bands(atlas, spec.kind, rng, {
+        "area_frac_object": band_of(spec.size_word, SIZE_BANDS) if spec.area is None else None,
+        "delta_e": band_of(spec.intensity_word, INTENSITY_BANDS)})
     s = replace(spec)
     kind = spec.kind
     # Size: explicit percentage > size word (a band of the real areas) > the real defect's own area.
