@@ -458,7 +458,7 @@ def trained_next_message(episode: Any, full: dict[str, Any], max_tool_calls: int
     Why the zoom does not decide: its evidence was weaker than the whole image's in every category measured. Among
     the images the first version found uncertain (head and discrepancy disagreeing, or the score within 1 of the
     threshold), the zoom's fused score ranked defects above normals less well than the whole image's did (AUROC
-    0.57-0.76 against 0.83-0.99), and deciding on their mean lost balanced accuracy on transistor (0.93 -> 0.81) and
+    0.57-0.76 against 0.78-0.99), and deciding on their mean lost balanced accuracy on transistor (0.93 -> 0.81) and
     screw (0.80 -> 0.76) (docs/inspection.md)."""
     import math
 
