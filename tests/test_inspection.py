@@ -242,7 +242,14 @@ def test_cli_inspect_answers_overlays_resume_and_bad_input(galleries, shared_dat
         assert (out / by_key[key]["overlay"]).is_file() and (out / by_key[key]["trajectory"]).is_file()
     assert "grayscale" in by_key["e_gray16"]["note"]
     assert "3 inspected" in result.output and "2 failed" in result.output
-    again = CliRunner().invoke(main, args)
+    import torch
+
+    before = torch.get_num_threads()
+    try:                                                # a rerun resumes, with the torch threads it is given
+        again = CliRunner().invoke(main, args + ["--threads", str(before + 1)])
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)
     assert again.exit_code == 0 and "3 done before" in again.output
     missing = CliRunner().invoke(main, ["inspect", str(inputs), "--category", "bottle", "--gallery", str(galleries),
                                         "--out", str(tmp_path / "o2")])

@@ -84,9 +84,12 @@ def index_gallery(folder: Path, index_dir: Path, category: str | None, k: int, l
                    "(repeatable; values are read as YAML scalars).")
 @click.option("--k", type=click.IntRange(1, 64), help="Nearest normal exemplars to compare with (default: gallery's).")
 @click.option("--max-steps", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--threads", type=click.IntRange(1),
+              help="torch CPU threads (default: torch's, one per core). On a busy 2-core machine 1 took 0.92x the "
+                   "wall time and 0.71x the CPU time of the default with the scripted policy.")
 def inspect(images: tuple[Path, ...], category: str | None, gallery_dir: Path | None, out: Path, types: str | None,
             eval_dirs: tuple[Path, ...], inspector_dir: Path | None, limit: int | None, policy_name: str,
-            policy_options: tuple[str, ...], k: int | None, max_steps: int) -> None:
+            policy_options: tuple[str, ...], k: int | None, max_steps: int, threads: int | None) -> None:
     """Inspect IMAGES (files or folders) for anomalies with the AgentIAD tools; write answers.jsonl, overlays and
     trajectories to OUT. With --eval DIR, answer DIR's mini-MMAD questions and report accuracy and AUROCs."""
     import importlib
@@ -115,6 +118,10 @@ def inspect(images: tuple[Path, ...], category: str | None, gallery_dir: Path | 
     category = category or (Path(eval_dir).resolve().name if eval_dir else None)
     if not category:
         _fail("--category is required (the gallery's sub-folder name)")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     with _progress() as bar:
         task = bar.add_task("inspect", total=None, note="")
 
