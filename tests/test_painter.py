@@ -214,6 +214,18 @@ def test_a_size_word_copies_a_real_defect_of_that_size_whole():
         assert shapes[0] <= min(got) and max(got) <= shapes[1], (word, sorted(set(got)))
 
 
+def test_a_first_prompt_without_words_paints_the_open_loop_defect(grid_image):
+    """describe: false leaves size, look and place to the painter's own draw: the first attempt is open-loop's."""
+    from local_agent.evaluation.synthesis import open_loop_prompt
+    from local_agent.tools.prompt_gen import TemplatePrompt
+
+    painter = with_atlas(small_atlas("crack", 0.01))
+    same = painter.edit(grid_image, open_loop_prompt("grid", "crack"), 3, "grid")
+    for describe, equal in ((False, True), (True, False)):
+        words = TemplatePrompt(describe=describe).generate(grid_image, "grid", "crack", None, np.random.default_rng(0))
+        assert np.array_equal(painter.edit(grid_image, words, 3, "grid"), same) == equal, words
+
+
 def test_a_pit_is_small(shared_data):
     image = load_rgb(shared_data / "bsdata" / "ball_screw" / "train" / "good" / "000.png")
     for painter in (ProceduralPainter(), with_atlas(small_atlas("hole", 0.0004, n_parts=2))):

@@ -49,19 +49,27 @@ class TemplatePrompt:
     defect of the kind, drawn from the atlas with the category left out (:func:`.painter.priors.describe`), so the
     first prompt asks for what real defects are like; the painter reads the same words back as the same bands of
     the real distribution. Without one, size and look are drawn from fixed lists (the atlas-free behaviour).
+
+    ``describe: false`` writes no size, look, place or count at all ("change only one region of the …"): for an
+    image generator that copies a whole real defect itself (the procedural painter with an atlas), words only
+    replace parts of that defect. The first attempt is then the open-loop sample, and every difference from
+    open-loop comes from the judge and the refinement.
     """
 
-    def __init__(self, atlas: str | None = "none"):
+    def __init__(self, atlas: str | None = "none", describe: bool = True):
         from .painter.priors import load_atlas
 
         self.priors = load_atlas(atlas)      # an Atlas, or None
+        self.describe = bool(describe)
 
     def generate(self, image: np.ndarray, category: str, anomaly_type: str, knowledge: str | None,
                  rng: np.random.Generator) -> str:
         item = item_noun(category)
         kind, phrase = defect_phrase(anomaly_type)
         tone = "dark" if luminance(image).mean() < 100 else "bright"  # not "light": that is an intensity word
-        if self.priors is not None:
+        if not self.describe:
+            place, what = "", ""
+        elif self.priors is not None:
             from .painter.priors import describe
 
             on_object = category.lower() not in TEXTURE_CATEGORIES and foreground_mask(image, category).mean() < 0.9
@@ -74,7 +82,8 @@ class TemplatePrompt:
             what = f"{rng.choice(['visible', 'clearly visible', 'subtle'])} {rng.choice(['small', 'small', 'medium'])}"
         detail = f" It should look like a real {item} defect: {first_sentence(knowledge)}" if knowledge else ""
         noun = phrase.removeprefix("a ").removeprefix("an ")
-        return (f"Using the provided image, change only the {place} of the {item} to add {what + ' ' if what else ''}"
+        where = f"the {place}" if place else "one region"
+        return (f"Using the provided image, change only {where} of the {item} to add {what + ' ' if what else ''}"
                 f"{noun} on the {tone} surface, matching the local texture and lighting.{detail} Keep the rest of the "
                 f"image, including the background and the {item}'s shape, unchanged.")
 
