@@ -133,10 +133,15 @@ class Atlas:
 
     def percentile(self, kind: str | None, measure: str, value: float) -> float:
         """Share (0-1) of real defects of the kind whose measure is below ``value`` (ties count half)."""
+        return float(self.percentiles(kind, measure, [value])[0])
+
+    def percentiles(self, kind: str | None, measure: str, values: Any) -> np.ndarray:
+        """``percentile`` of each of ``values`` at once (0.5 each when the kind has no value of the measure)."""
         v = self.values(kind, measure)
+        x = np.asarray(values, dtype=float)
         if v.size == 0:
-            return 0.5
-        return float(((v < value).sum() + 0.5 * (v == value).sum()) / v.size)
+            return np.full(x.shape, 0.5)
+        return ((v < x[..., None]).sum(-1) + 0.5 * (v == x[..., None]).sum(-1)) / v.size
 
 
 def _norm(name: str) -> str:

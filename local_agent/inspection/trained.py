@@ -248,8 +248,7 @@ def _full_evidence(gallery: Any, decoder: Any, encoder: Any, image: np.ndarray, 
 
     full = compare_full(gallery, image, exclude=exclude)
     hmap = head_map(decoder, encoder, image, settings["side"], settings["sigma"])
-    return {"disc": full.score, "head": float(hmap.max()), "disc_map": full.map, "head_map": hmap,
-            "neighbours": full.neighbours}
+    return {"disc": full.score, "head": float(hmap.max()), "disc_map": full.map, "head_map": hmap}
 
 
 def train_inspector(data: Path, out: Path, normals: Path | None = None, gallery: Path | None = None,

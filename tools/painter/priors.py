@@ -143,9 +143,8 @@ def sample_in_bands(atlas: Atlas, kind: str, rng: np.random.Generator,
         fits = np.ones(len(rows), bool)
         for m, (lo, hi) in wanted:
             x = np.array([np.nan if r.get(m) is None else float(r[m]) for r in rows])
-            v = x[np.isfinite(x)]
-            pct = ((v[None, :] < x[:, None]).sum(1) + 0.5 * (v[None, :] == x[:, None]).sum(1)) / max(v.size, 1)
-            fits &= np.isfinite(x) & (pct >= lo) & (pct <= hi)          # Atlas.percentile of each row, at once
+            pct = atlas.percentiles(kind, m, x)
+            fits &= np.isfinite(x) & (pct >= lo) & (pct <= hi)
         if fits.any():
             return dict(rows[int(rng.choice(np.flatnonzero(fits)))])
         wanted.pop()
