@@ -330,6 +330,35 @@ def test_seeds_and_paired_differences_are_deterministic_and_resume(shared_data, 
     assert more["categories"]["grid"]["methods"]["nsa"]["summary"]["pixel_AP"]["n"] == 3
 
 
+def test_samples_resume_only_under_the_configuration_that_made_them(shared_data, tmp_path):
+    """A changed mask tool redoes a baseline's samples (it masks them); a changed prompt writer, which the baseline
+    never calls, reads the run back. Before, a changed profile resumed the old samples and only retrained."""
+    from PIL import Image
+
+    from local_agent.evaluation.harness import evaluate
+
+    root = make_category(shared_data, tmp_path / "grid", types=("broken",), n_per_type=1)
+    out, run_dir = tmp_path / "out", tmp_path / "out" / "grid" / "nsa" / "seed0"
+
+    def run(profile):
+        return evaluate(root, ["nsa"], out, n_per_type=1, seeds=(0,), profile=profile,
+                        config=tiny_config(tmp_path, classifier=False))["categories"]["grid"]["methods"]["nsa"]
+
+    def mask_pixels():
+        record = json.loads((run_dir / "synthetic" / "manifest.jsonl").read_text().splitlines()[0])
+        return int((np.asarray(Image.open(run_dir / "synthetic" / record["mask"])) > 0).sum())
+
+    profile = heuristic_profile()
+    first, before = run(profile), mask_pixels()
+    sentinel = run_dir / "synthetic" / "kept.txt"
+    sentinel.write_text("a file of this run")
+    profile["tools"]["prompt_gen"]["describe"] = not profile["tools"]["prompt_gen"].get("describe", False)
+    assert run(profile)["seeds"] == first["seeds"] and sentinel.is_file()
+    profile["tools"]["mask_gen"]["floor"] = 30.0
+    run(profile)
+    assert not sentinel.exists() and mask_pixels() < before
+
+
 def test_several_categories_write_one_mean_table(shared_data, tmp_path):
     import yaml
     from click.testing import CliRunner

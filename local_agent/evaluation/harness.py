@@ -23,7 +23,7 @@ from ..images import atomic_write_bytes, load_image
 from .classifier import ClsConfig
 from .layout import Category, find_categories, read_category
 from .segmentation import SegConfig
-from .synthesis import METHODS, Sample, manifest_errors, synthesize_method
+from .synthesis import METHODS, Sample, manifest_errors, synthesis_inputs, synthesize_method
 
 DETECTION_METRICS = ("image_AUROC", "image_AP", "image_F1Max", "pixel_AUROC", "pixel_AP", "pixel_F1Max", "pixel_AUPRO")
 TYPE_METRICS = ("type_image_accuracy", "type_image_balanced", "type_crop_accuracy", "type_crop_balanced")
@@ -273,10 +273,34 @@ def _evaluate_run(label: str, category: Category, real: RealData, samples: list[
     return result
 
 
+def _key(blob: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _synthesis_key(method: str, category: Category, config: EvalConfig, profile: dict[str, Any], seed: int) -> str:
+    """Names the samples of one run: the method, the data, the seed and what the method calls (synthesis_inputs)."""
+    return _key({"method": method, "data": str(category.root.resolve()), "seed": seed,
+                 "inputs": synthesis_inputs(method, profile, config.textures, config.max_attempts)})
+
+
 def _config_key(method: str, category: Category, config: EvalConfig, profile: dict[str, Any], seed: int) -> str:
-    blob = json.dumps({"method": method, "data": str(category.root.resolve()), "config": config.run_dict(),
-                       "seed": seed, "profile": profile if method in ("agent", "open-loop") else None}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """Names the metrics of one run: its samples and everything the detector and the classifier depend on."""
+    return _key({"synthesis": _synthesis_key(method, category, config, profile, seed), "config": config.run_dict()})
+
+
+def _claim_synthetic(run_dir: Path, key: str, label: str, reporter: Reporter) -> None:
+    """Samples resume only under the configuration that made them: a synthetic folder made otherwise (or by a
+    version that kept no key) is removed first, else a changed profile would reuse the old samples and only retrain."""
+    import shutil
+
+    stamp = run_dir / "synthesis_key"
+    made_by = stamp.read_text().strip() if stamp.is_file() else None
+    if made_by == key:
+        return
+    if (run_dir / "synthetic").exists():
+        reporter.log(f"{label}: {run_dir / 'synthetic'} was made with another configuration; synthesizing again")
+        shutil.rmtree(run_dir / "synthetic")
+    atomic_write_bytes(stamp, (key + "\n").encode())
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -310,6 +334,7 @@ def run_one(method: str, seed: int, category: Category, real: RealData, run_dir:
         if previous.get("config_key") == key:
             reporter.log(f"{label}: reusing {cached} (same configuration)")
             return previous
+    _claim_synthetic(run_dir, _synthesis_key(method, category, config, profile, seed), label, reporter)
     t0 = time.perf_counter()
     tick = reporter.start(f"{label}: synthesizing", config.n_per_type * len(category.anomaly_types))
     samples = synthesize_method(method, category, run_dir / "synthetic", config.n_per_type, seed, profile,

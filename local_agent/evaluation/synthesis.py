@@ -71,6 +71,21 @@ def ig_config(method: str, category: Category, profile: dict[str, Any], textures
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
+def synthesis_inputs(method: str, profile: dict[str, Any], textures: str | None, max_attempts: int) -> dict[str, Any]:
+    """What a method's samples, and the judge's verdicts in their manifest, depend on besides the category, the seed
+    and the count: the key of its synthetic folder. Each method is keyed on what it calls, so a new prompt writer
+    redoes the agent alone and a new mask tool redoes every method."""
+    tools = profile["tools"]
+    if method == "agent":
+        return {"profile": profile, "max_attempts": max_attempts}
+    used = {"mask_gen": tools["mask_gen"], "quality_eval": tools["quality_eval"]}
+    if method == "open-loop":
+        used["image_gen"] = tools["image_gen"]
+    elif method in ("draem", "draem-fg"):
+        used["textures"] = textures
+    return used
+
+
 def synthesize_method(method: str, category: Category, out: Path, n: int, seed: int, profile: dict[str, Any],
                       textures: str | None = None, max_attempts: int = 3,
                       progress: Callable[[int, int], None] | None = None) -> list[Sample]:
