@@ -27,10 +27,13 @@ def _path(folder: Path, name: str) -> Path:
     return p if p.is_absolute() or p.exists() else folder / p
 
 
-def evidence(folder: Path) -> dict[str, float]:
+def read_answers(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
+
+
+def evidence(folder: Path, answers: list[dict]) -> dict[str, float]:
     disc, head, truth = [], [], []
-    for line in (folder / "answers.jsonl").read_text().splitlines():
-        answer = json.loads(line)
+    for answer in answers:
         first = json.loads(_path(folder, answer["trajectory"]).read_text())["steps"][0]["result"]
         if "head_normalized" not in first:
             raise SystemExit(f"{folder}: not an `inspect --eval --inspector` folder (no head evidence)")
@@ -44,17 +47,14 @@ def evidence(folder: Path) -> dict[str, float]:
             "max": roc_auc_score(y, np.maximum(d, h))}
 
 
-def type_by_location(folder: Path) -> dict[str, float | int] | None:
-    answers = {}
-    for line in (folder / "answers.jsonl").read_text().splitlines():
-        a = json.loads(line)
-        answers[a["image"]] = a["answer"]
+def type_by_location(folder: Path, answers: list[dict]) -> dict[str, float | int] | None:
+    given = {a["image"]: a["answer"] for a in answers}
     right = {True: [], False: []}
     for line in (folder / "questions.jsonl").read_text().splitlines():
         q = json.loads(line)
         if q["type"] != "defect_type" or len(q["options"]) < 2:
             continue
-        a = answers.get(q["image"]) or {}
+        a = given.get(q["image"]) or {}
         if not a.get("bbox"):
             continue
         located = box_cell(a["bbox"]) == mask_cell(load_mask(_path(folder, q["mask"])))
@@ -71,9 +71,10 @@ def main() -> None:
     ap.add_argument("folders", nargs="+", type=Path)
     args = ap.parse_args()
     for folder in args.folders:
-        auc = evidence(folder)
+        answers = read_answers(folder)
+        auc = evidence(folder, answers)
         print(f"{folder}: image AUROC " + ", ".join(f"{k} {v:.3f}" for k, v in auc.items()))
-        typed = type_by_location(folder)
+        typed = type_by_location(folder, answers)
         if typed:
             print("   flagged defects: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                      for k, v in typed.items()))

@@ -159,11 +159,10 @@ def inspect_images(inputs: list[Path], category: str, defect_types: list[str], t
             if save_maps and 1 not in ws.maps and retriever is not None:   # a policy that never compared image 1
                 ws.maps[1] = retriever.full_comparison(ws).map
             dmap = ws.maps.get(1)
-            full = ws.cache.get("full")            # the retriever's comparison of image 1, when it made one
+            full = ws.cache.get("full")            # the retriever's comparison of image 1 (it made every map of it)
             threshold = retriever.gallery_for(ws).calibration["image_threshold"] if retriever else 1.0
             record.update(answer=episode.answer, note=loaded.note, tool_calls=episode.tool_calls,
-                          steps=len(episode.steps), map_score=full.score if full is not None else
-                          float(dmap.max()) if dmap is not None else None,
+                          steps=len(episode.steps), map_score=full.score if full is not None else None,
                           trajectory=save_trajectory(out, key, path, episode), overlay=f"overlays/{key}.png")
             if episode.answer is None:
                 record["error"] = f"{path.name}: the policy gave no valid answer in {max_steps} messages"
