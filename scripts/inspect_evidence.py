@@ -28,7 +28,10 @@ def _path(folder: Path, name: str) -> Path:
 
 
 def read_answers(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
+    try:
+        return [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{folder / 'answers.jsonl'}: unreadable ({e}); give an `inspect --eval` output folder")
 
 
 def evidence(folder: Path, answers: list[dict]) -> dict[str, float]:

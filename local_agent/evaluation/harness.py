@@ -294,7 +294,7 @@ def _claim_synthetic(run_dir: Path, key: str, label: str, reporter: Reporter) ->
     import shutil
 
     stamp = run_dir / "synthesis_key"
-    made_by = stamp.read_text().strip() if stamp.is_file() else None
+    made_by = stamp.read_bytes().decode("utf-8", "replace").strip() if stamp.is_file() else None   # garbled: redo
     if made_by == key:
         return
     if (run_dir / "synthetic").exists():
