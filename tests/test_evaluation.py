@@ -282,6 +282,28 @@ def tiny_config(tmp_path: Path, **kw):
                       weights_dir=str(tmp_path / "no-weights"), **kw)
 
 
+def test_several_detectors_average_their_maps_and_keep_the_samples(shared_data, tmp_path):
+    from dataclasses import replace
+
+    from local_agent.evaluation.harness import evaluate, run_result
+    from local_agent.evaluation.segmentation import SegConfig, detector_seed
+
+    assert "detectors" not in SegConfig().to_dict()          # one decoder: the cache keys from before the option
+    assert SegConfig(detectors=3).to_dict()["detectors"] == 3
+    assert detector_seed(7, 0) == 7 and len({detector_seed(7, k) for k in range(4)}) == 4
+    root = make_category(shared_data, tmp_path / "grid")
+    config = tiny_config(tmp_path, classifier=False)
+    out = tmp_path / "out"
+    one = run_result(evaluate(root, ["nsa"], out, n_per_type=2, seeds=(3,), profile=heuristic_profile(),
+                              config=config), "nsa", "grid", 3)
+    images = sorted((out / "grid" / "nsa" / "seed3" / "synthetic").rglob("*.png"))
+    stamps = [p.stat().st_mtime_ns for p in images]
+    two = run_result(evaluate(root, ["nsa"], out, n_per_type=2, seeds=(3,), profile=heuristic_profile(),
+                              config=replace(config, seg=replace(config.seg, detectors=2))), "nsa", "grid", 3)
+    assert two["config_key"] != one["config_key"] and two["metrics"] != one["metrics"]
+    assert [p.stat().st_mtime_ns for p in images] == stamps   # same samples, only the detector retrained
+
+
 def test_seeds_and_paired_differences_are_deterministic_and_resume(shared_data, tmp_path):
     from local_agent.evaluation.harness import evaluate, flat_metrics
 

@@ -40,6 +40,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 @click.option("--steps", default=300, show_default=True, type=int, help="Detector (decoder) training steps.")
 @click.option("--side", default=256, show_default=True, type=int, help="Detector input side in pixels.")
 @click.option("--width", default=32, show_default=True, type=int, help="Detector decoder channels (at stride 8).")
+@click.option("--detectors", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Detectors (decoders) trained per run, with seeds drawn from the run's, their anomaly maps "
+                   "averaged: lowers the spread that comes from the detector's own seed; K times the training time.")
 @click.option("--classifier", "cls_mode", default="linear", show_default=True, type=click.Choice(["linear", "finetune"]),
               help="Type classifier: frozen Lite0 features + logistic regression, or fine-tuned Lite0 (slower).")
 @click.option("--cls-steps", default=200, show_default=True, type=int, help="Classifier fine-tuning steps (finetune).")
@@ -54,9 +57,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 @click.option("--generative/--no-generative", default=False, show_default=True,
               help="IS / IC metrics (about 10 s per method and seed).")
 def evaluate(data: tuple[Path, ...], more_data: tuple[Path, ...], methods: str, out: Path, n: int, seeds: str | None,
-             seed: int | None, reference: str, profile: str, steps: int, side: int, width: int, cls_mode: str,
-             cls_steps: int, textures: Path | None, weights: Path, max_turns: int, threads: int, no_classifier: bool,
-             generative: bool) -> None:
+             seed: int | None, reference: str, profile: str, steps: int, side: int, width: int, detectors: int,
+             cls_mode: str, cls_steps: int, textures: Path | None, weights: Path, max_turns: int, threads: int,
+             no_classifier: bool, generative: bool) -> None:
     """Benchmark synthesis methods on real defects (BENCHMARK.md): for each category, method and seed,
     synthesize, train a detector (frozen EfficientNet-Lite0 encoder + small decoder) and a type classifier, test on
     every real test image; writes results.json, results.md (mean ± sd over seeds, paired differences to the
@@ -82,7 +85,8 @@ def evaluate(data: tuple[Path, ...], more_data: tuple[Path, ...], methods: str, 
         prof = load_profile(profile)
     except ProfileError as e:
         raise click.ClickException(str(e))
-    config = EvalConfig(seeds=seed_list, reference=reference, seg=SegConfig(side=side, width=width, steps=steps),
+    seg = SegConfig(side=side, width=width, steps=steps, detectors=detectors)
+    config = EvalConfig(seeds=seed_list, reference=reference, seg=seg,
                         cls=ClsConfig(mode=cls_mode, steps=cls_steps), classifier=not no_classifier,
                         generative=generative, textures=str(textures) if textures else None,
                         weights_dir=str(weights), max_attempts=max_turns, threads=threads)

@@ -220,7 +220,7 @@ def type_accuracy(images: list[np.ndarray], masks: list[np.ndarray], labels: np.
 def _evaluate_run(label: str, category: Category, real: RealData, samples: list[Sample], config: EvalConfig,
                   seed: int, reporter: Reporter) -> dict[str, Any]:
     from .metrics import detection_metrics, image_scores, smooth_maps
-    from .segmentation import mask_at, predict_maps, train_decoder
+    from .segmentation import detector_seed, mask_at, predict_maps, train_decoder
 
     seg = config.seg
     images = [load_image(s.image).rgb for s in samples]
@@ -232,14 +232,20 @@ def _evaluate_run(label: str, category: Category, real: RealData, samples: list[
     encoder, normal_feats, test_feats = real.encoded(seg.side, reporter)
     t0 = time.perf_counter()
     anomaly_feats = encoder(np.stack([_resize(im, seg.side) for im in images]))
-    tick = reporter.start(f"{label}: training the detector", seg.steps)
+    tick = reporter.start(f"{label}: training the detector", seg.steps * seg.detectors)
     targets = np.stack([mask_at(m, (seg.side, seg.side)) for m in masks])
-    model, losses = train_decoder(anomaly_feats, targets, normal_feats, seg, seed, tick)
+    models, final_losses = [], []
+    for k in range(seg.detectors):
+        model, losses = train_decoder(anomaly_feats, targets, normal_feats, seg, detector_seed(seed, k),
+                                      lambda done, k=k: tick(k * seg.steps + done))
+        models.append(model)
+        final_losses.append(float(np.mean(losses[-20:])))
     timings["segmentation_train_seconds"] = time.perf_counter() - t0
-    result["segmentation_final_loss"] = float(np.mean(losses[-20:]))
+    result["segmentation_final_loss"] = float(np.mean(final_losses))
 
     t0 = time.perf_counter()
-    maps = smooth_maps(predict_maps(model, test_feats, real.test_masks.shape[1:]), seg.smoothing_sigma)
+    size = real.test_masks.shape[1:]
+    maps = smooth_maps(np.mean([predict_maps(m, test_feats, size) for m in models], axis=0), seg.smoothing_sigma)
     result["metrics"] = detection_metrics(real.test_labels, image_scores(maps), real.test_masks, maps,
                                           with_aupro=config.aupro)
     timings["segmentation_test_seconds"] = time.perf_counter() - t0

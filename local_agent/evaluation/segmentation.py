@@ -39,9 +39,21 @@ class SegConfig:
     lr: float = 2e-3
     anomaly_fraction: float = 0.5   # share of each batch drawn from the synthetic anomalies
     smoothing_sigma: float = 4.0    # Gaussian smoothing of the anomaly map (at the mask's resolution)
+    detectors: int = 1              # decoders per run, their maps averaged (see detector_seed)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "encoder": ENCODER_NAME}
+        d = {**asdict(self), "encoder": ENCODER_NAME}
+        if self.detectors == 1:     # absent at the default, so runs cached before the option keep their key
+            d.pop("detectors")
+        return d
+
+
+def detector_seed(seed: int, k: int) -> int:
+    """Seed of the k-th decoder of a run. The first is the run's own seed (one decoder = the results before the
+    option); the others are drawn from (seed, k). With the same synthetic set, the decoder's seed alone moved grid's
+    pixel AP by up to 6 points (docs/evaluation.md), as much as the differences between methods the benchmark is
+    there to resolve; averaging several decoders' maps shrinks that part of the spread."""
+    return seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0] >> 1)
 
 
 class Encoder:
