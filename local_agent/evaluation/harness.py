@@ -245,7 +245,10 @@ def _evaluate_run(label: str, category: Category, real: RealData, samples: list[
 
     t0 = time.perf_counter()
     size = real.test_masks.shape[1:]
-    maps = smooth_maps(np.mean([predict_maps(m, test_feats, size) for m in models], axis=0), seg.smoothing_sigma)
+    maps = predict_maps(models[0], test_feats, size)
+    for model in models[1:]:          # summed in place, not K full-resolution stacks held at once
+        maps += predict_maps(model, test_feats, size)
+    maps = smooth_maps(maps / len(models), seg.smoothing_sigma)
     result["metrics"] = detection_metrics(real.test_labels, image_scores(maps), real.test_masks, maps,
                                           with_aupro=config.aupro)
     timings["segmentation_test_seconds"] = time.perf_counter() - t0
