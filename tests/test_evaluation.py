@@ -282,7 +282,7 @@ def tiny_config(tmp_path: Path, **kw):
                       weights_dir=str(tmp_path / "no-weights"), **kw)
 
 
-def test_several_detectors_average_their_maps_and_keep_the_samples(shared_data, tmp_path):
+def test_several_detectors_retrain_the_run_and_keep_its_samples(shared_data, tmp_path):
     from dataclasses import replace
 
     from local_agent.evaluation.harness import evaluate, run_result
