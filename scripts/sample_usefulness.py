@@ -28,14 +28,15 @@ from scipy.stats import spearmanr
 from local_agent.images import load_image
 from local_agent.tools.atlas_measure import NormalFeatures, edited_features, feature_change, patch_cover
 from local_agent.tools.imaging import difference_map
+from local_agent.training.trajectories import load_mask
 
 SIDE = 256
 CHANGED = 10.0      # ΔE: above the mask tool's 6 ΔE floor, what a person sees as changed
 METRICS = ("pixel_AP", "image_AUROC", "pixel_AUPRO")
 
 
-def _at(image: np.ndarray, interpolation: int) -> np.ndarray:
-    return cv2.resize(image, (SIDE, SIDE), interpolation=interpolation)
+def _image(path: Path | str) -> np.ndarray:
+    return cv2.resize(load_image(path).rgb, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
 
 
 def sample_measures(normal: np.ndarray, image: np.ndarray, mask: np.ndarray, nf: NormalFeatures) -> dict[str, float]:
@@ -62,9 +63,8 @@ def measure_run(run: Path) -> dict:
         s = json.loads(line)
         if not s.get("image") or not s.get("mask"):
             continue
-        normal = _at(load_image(s["source"]).rgb, cv2.INTER_AREA)
-        image = _at(load_image(run / "synthetic" / s["image"]).rgb, cv2.INTER_AREA)
-        mask = _at(load_image(run / "synthetic" / s["mask"]).rgb[..., 0], cv2.INTER_NEAREST) > 127
+        normal, image = _image(s["source"]), _image(run / "synthetic" / s["image"])
+        mask = load_mask(run / "synthetic" / s["mask"], (SIDE, SIDE))
         if s["source"] not in normals:
             normals[s["source"]] = NormalFeatures.of(normal)
         samples.append(sample_measures(normal, image, mask, normals[s["source"]]))
