@@ -15,7 +15,10 @@ def atlas() -> None:
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True,
               help="Atlas JSON to write (atomically), e.g. tools/data/atlas.json.")
-def build_command(dirs: tuple[Path, ...], out: Path) -> None:
+@click.option("--leave-category-out", is_flag=True,
+              help="The judge and painter of a category never read that category's own rows (for an atlas of "
+                   "benchmark test sets, like the shipped one). Default: a plant's own defects are used for its category.")
+def build_command(dirs: tuple[Path, ...], out: Path, leave_category_out: bool) -> None:
     """Measure every real anomaly with a mask in MVTec-layout category folders (or folders holding them)."""
     from .cli import console, progress_steps
     from .tools.atlas import AtlasError
@@ -25,7 +28,7 @@ def build_command(dirs: tuple[Path, ...], out: Path) -> None:
     try:
         samples = real_samples(list(dirs))      # bad folders fail here, before any progress bar is drawn
         with progress_steps("atlas") as on_progress:
-            result, skipped = build_atlas(list(dirs), on_progress, samples)
+            result, skipped = build_atlas(list(dirs), on_progress, samples, leave_out=leave_category_out)
         result.save(out)
     except (AtlasError, BackendUnavailable, OSError) as e:
         raise click.ClickException(str(e)) from None

@@ -82,7 +82,15 @@ def test_atlas_from_a_folder_and_cli_errors(tmp_path):
     out = tmp_path / "atlas.json"
     r = CliRunner().invoke(main, ["atlas", "build", str(tmp_path / "plant"), "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert Atlas.load(out).rows[0]["type"] == "pit"
+    plant = Atlas.load(out)
+    assert plant.rows[0]["type"] == "pit" and not plant.leave_out      # a plant's atlas serves its own category
+    assert plant.for_category("disc") is plant and plant.own_rows("disc", "pit") == plant.rows
+    assert plant.own_rows("disc", "pitting") == plant.rows                # same kind (hole), another name
+    assert plant.own_rows("disc", "scratch") == [] and plant.own_rows("other", "pit") == []
+    r = CliRunner().invoke(main, ["atlas", "build", str(tmp_path / "plant"), "--out", str(out), "--leave-category-out"])
+    held_out = Atlas.load(out)
+    assert r.exit_code == 0 and held_out.leave_out and held_out.meta["fingerprint"] == plant.meta["fingerprint"]
+    assert held_out.for_category("disc").rows == [] and held_out.own_rows("disc", "pit") == []
     for bad in (tmp_path / "nowhere", tmp_path / "plant" / "disc" / "test" / "pit"):
         r = CliRunner().invoke(main, ["atlas", "build", str(bad), "--out", str(tmp_path / "x.json")])
         assert r.exit_code == 1 and "Traceback" not in r.output
@@ -99,6 +107,8 @@ def test_ambiguous_type_names():
 def test_leaving_a_category_out_changes_the_atlas():
     atlas = Atlas.load()
     assert {"grid", "transistor", "screw"} <= set(atlas.categories)
+    assert atlas.leave_out      # built from ../shared's test sets: the tools of a category never read its own rows
+    assert atlas.for_category("grid").rows == atlas.without("grid").rows
     out = atlas.without("grid")
     assert "grid" not in out.categories and len(out.rows) == len(atlas.rows) - sum(
         r["category"] == "grid" for r in atlas.rows)
@@ -109,7 +119,7 @@ def test_leaving_a_category_out_changes_the_atlas():
 def test_shipped_atlas_is_not_stale(shared_data):
     """The inputs and the measuring code have not changed since the shipped atlas was built (fingerprint), and
     re-measuring a few real defects gives the stored rows (so the numbers, not only the hash, are reproducible).
-    Rebuild with: local-agent atlas build ../shared/data --out tools/data/atlas.json"""
+    Rebuild with: local-agent atlas build ../shared/data --leave-category-out --out tools/data/atlas.json"""
     atlas = Atlas.load()
     samples = real_samples([shared_data])
     assert atlas.meta.get("fingerprint") == inputs_fingerprint(samples), "stale atlas: rebuild it (see docstring)"
@@ -163,6 +173,21 @@ def test_calibrated_judge_passes_a_real_grid_defect_and_fails_it_faded(judge, sh
     v = judge.evaluate(normal, faded, "grid", "bent", foreground=fg)
     assert not v["passed"] and "too faint" in v["faults"], v["review"]
     assert "Not acceptable" in v["review"] and "more pronounced" in v["review"]
+
+
+def test_a_plants_atlas_judges_by_the_categorys_own_defects(judge, shared_data, tmp_path):
+    """With five or more real defects of the type in the category (a plant's atlas, no leave_out), those are the
+    judge's reference; the shipped atlas judges grid by the other categories' bent defects."""
+    plant = tmp_path / "plant.json"
+    shipped = Atlas.load()
+    Atlas(shipped.rows, shipped.sources).save(plant)
+    own = sum(r["category"] == "grid" and r["type"] == "bent" for r in shipped.rows)
+    anomaly, mask, normal = _real(shared_data, "grid", "bent", "000")
+    fg = np.ones((256, 256), bool)
+    mine = CalibratedJudge(atlas=str(plant)).evaluate(normal, anomaly, "grid", "bent", foreground=fg)
+    held_out = judge.evaluate(normal, anomaly, "grid", "bent", foreground=fg)
+    assert own >= 5 and mine["measures"]["atlas_rows"] == own and mine["passed"]
+    assert held_out["measures"]["atlas_rows"] == len(shipped.without("grid").rows_for("bent"))
 
 
 def test_calibrated_judge_fails_a_real_defect_moved_off_the_object(judge, shared_data):

@@ -304,6 +304,31 @@ def test_several_detectors_retrain_the_run_and_keep_its_samples(shared_data, tmp
     assert [p.stat().st_mtime_ns for p in images] == stamps   # same samples, only the detector retrained
 
 
+def test_an_atlas_holding_the_tested_defects_is_refused(shared_data, tmp_path):
+    """A plant's atlas keeps its category's own rows; evaluating on the defects it holds would score the agent on
+    what it copied, so evaluate stops in one line. Rows of other images of the category are allowed (few-shot)."""
+    from local_agent.evaluation.harness import EvaluationError, atlas_leaks, evaluate
+    from local_agent.evaluation.layout import read_category
+    from local_agent.tools.atlas import Atlas
+
+    root = make_category(shared_data, tmp_path / "grid")
+    shipped = Atlas.load()
+    plant = tmp_path / "plant.json"
+    Atlas([r for r in shipped.rows if r["category"] == "grid"], ["grid"]).save(plant)
+    profile = heuristic_profile()
+    profile["tools"]["image_gen"] = {**profile["tools"]["image_gen"], "atlas": str(plant)}
+    category = read_category(root)
+    assert atlas_leaks(heuristic_profile(), category) == []             # the shipped atlas leaves grid out
+    assert atlas_leaks(profile, category) == ["grid/broken/000", "grid/broken/001", "grid/thread/000", "grid/thread/001"]
+    with pytest.raises(EvaluationError, match="holds 4 of the real defects it is tested on"):
+        evaluate(root, ["open-loop"], tmp_path / "out", n_per_type=1, seeds=(0,), profile=profile,
+                 config=tiny_config(tmp_path))
+    assert not (tmp_path / "out").exists()
+    Atlas([r for r in shipped.rows if r["category"] == "grid" and r["image"].endswith(("/005", "/006"))],
+          ["grid"]).save(plant)                                         # other images of grid: the few shots
+    assert atlas_leaks(profile, category) == []
+
+
 def test_seeds_and_paired_differences_are_deterministic_and_resume(shared_data, tmp_path):
     from local_agent.evaluation.harness import evaluate, flat_metrics
 

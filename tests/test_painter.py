@@ -186,8 +186,8 @@ def test_sizes_follow_the_atlas_prior_and_words_still_steer(grid_image):
 
     for kind, median in (("stain", 0.01), ("crack", 0.006), ("broken", 0.004)):
         atlas = small_atlas(kind, median)
-        # the category being painted is left out: grid rows with huge defects must not count
-        atlas = Atlas(atlas.rows + [atlas_row("grid", kind, 0.3) for _ in range(30)], ["test"])
+        # an atlas of test sets leaves the category being painted out: grid rows with huge defects must not count
+        atlas = Atlas(atlas.rows + [atlas_row("grid", kind, 0.3) for _ in range(30)], ["test"], {"leave_out": True})
         painter = with_atlas(atlas)
         areas = [painter.edit_with_region(grid_image, open_loop("grid", kind), seed=s, category="grid")[1].mean()
                  for s in range(10)]
@@ -263,3 +263,20 @@ def test_prompt_writer_uses_the_prior_and_refine_carries_the_judges_advice(trans
     refined = parse_prompt(refine_prompt(start, ["too small", "off the edge", "hard seam"], review))
     assert refined.size_word == "large" and refined.location == ("edge",) and refined.soft
     assert "3%" not in refine_prompt(start, ["too small"], review)
+
+
+def test_a_plants_own_defects_of_the_type_are_copied_first(grid_image):
+    """A plant's atlas (no leave_out) keeps the painted category's own rows: a defect of the requested type is
+    copied from them; asked for another type, or with an atlas of test sets, the kind's pooled rows are used."""
+    from local_agent.tools.atlas import Atlas
+
+    pooled = small_atlas("stain", 0.004).rows
+    own = [{**atlas_row("grid", "stain", 0.08), "type": "oil_spot"} for _ in range(2)]
+
+    def mean_area(meta, anomaly_type):
+        painter = with_atlas(Atlas(pooled + own, ["test"], meta))
+        return np.mean([painter.edit_with_region(grid_image, open_loop("grid", "oil_spot"), seed=s, category="grid",
+                                                 anomaly_type=anomaly_type)[1].mean() for s in range(6)])
+
+    assert mean_area({}, "oil_spot") > 4 * mean_area({"leave_out": True}, "oil_spot")
+    assert mean_area({}, "oil_spot") > 4 * mean_area({}, "glue")

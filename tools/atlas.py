@@ -3,8 +3,10 @@ learn what "realistic" means from data instead of hand-set thresholds (DESIGN.md
 
 A row holds where the defect came from (category, type, kind, image) and its measures (``MEASURES``). The atlas is
 plain data (a small JSON file); consumers ask for the values of one measure for one kind, a whole real row to copy
-the look of, or how typical a value is (its percentile). ``without(category)`` is how leave-one-category-out is done:
-the judge and painter of category C never see C's real defects.
+the look of, or how typical a value is (its percentile). ``for_category(category)`` is what the judge, the painter
+and the prompt writer of a category read: an atlas built from benchmark test sets (``leave_out``, the shipped one)
+drops the category's own rows (``without``: leave-one-category-out, so the judge and painter of C never see the real
+defects C is tested on); a plant's own atlas keeps them, since its few real defects are what it was built for.
 
 ``counterfeits`` are the deliberately bad edits ``trajectories.make_failure`` builds from each real defect (faint,
 moved off the object, scaled up, wrong shape), measured as the judge measures an attempt, with their ``mode``: what
@@ -96,6 +98,29 @@ class Atlas:
     @property
     def categories(self) -> list[str]:
         return sorted({r["category"] for r in self.rows})
+
+    @property
+    def leave_out(self) -> bool:
+        """Whether consumers leave the synthesized category's rows out (``atlas build --leave-category-out``)."""
+        return bool(self.meta.get("leave_out", False))
+
+    def for_category(self, category: str | None) -> "Atlas":
+        """The rows the tools of ``category`` may read: without the category when the atlas says ``leave_out``
+        (built from test sets: zero-shot by construction), else all of them, the category's own included."""
+        return self.without(category) if self.leave_out else self
+
+    def own_rows(self, category: str | None, type_name: str | None) -> list[dict[str, Any]]:
+        """The category's own real defects of a type (a plant's atlas): those under the type's name, else those of
+        its kind. Empty for an atlas that leaves the category out, or when it holds none."""
+        if not category or not type_name or self.leave_out:
+            return []
+        from .atlas_measure import atlas_kind
+
+        cat = _norm(category)
+        mine = [r for r in self.rows if _norm(r["category"]) == cat]
+        own = [r for r in mine if _norm(r.get("type") or "") == _norm(type_name)]
+        kind = atlas_kind(type_name)
+        return own or ([r for r in mine if kind and _norm(r.get("kind") or "") == kind] if kind else [])
 
     def without(self, category: str | None) -> "Atlas":
         """The atlas minus one category's rows (leave-one-category-out); unchanged when it holds none of them.

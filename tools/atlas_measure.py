@@ -352,9 +352,10 @@ def counterfeit_rows(row: dict[str, Any], image: np.ndarray, mask: np.ndarray, n
 
 
 def build_atlas(roots: list[Path], on_progress: Callable[[int, int, str], None] | None = None,
-                samples: list[Any] | None = None) -> tuple[Atlas, dict]:
+                samples: list[Any] | None = None, leave_out: bool = False) -> tuple[Atlas, dict]:
     """Measure every real anomaly under the roots (or ``samples``, found under them beforehand).
-    Returns the atlas and {key: reason} for the images skipped."""
+    Returns the atlas and {key: reason} for the images skipped. ``leave_out``: the consumers of the atlas leave the
+    synthesized category's own rows out (an atlas of benchmark test sets, like the shipped one)."""
     samples = real_samples(roots) if samples is None else samples
     rows, fakes, skipped = [], [], {}
     for i, s in enumerate(samples):
@@ -369,5 +370,6 @@ def build_atlas(roots: list[Path], on_progress: Callable[[int, int, str], None] 
         if on_progress:
             on_progress(i + 1, len(samples), what)
     atlas = Atlas(rows=rows, sources=[str(r) for r in roots], counterfeits=fakes)
-    atlas.meta = {"fingerprint": inputs_fingerprint(samples), "code_version": CODE_VERSION, "n_inputs": len(samples)}
+    atlas.meta = {"fingerprint": inputs_fingerprint(samples), "code_version": CODE_VERSION, "n_inputs": len(samples),
+                  "leave_out": bool(leave_out)}
     return atlas, skipped

@@ -2,8 +2,9 @@
 
 It measures the attempt exactly as the atlas measured real defects (``atlas_measure.measure``: the attempt vs image 1,
 inside the mask tool's difference mask) and asks, per measure, how far into the tail of the real distribution the
-value falls (two-sided tail probability; the synthesized category is left out of the atlas, so the judge of a
-category has never seen its real defects). Location and quality 0-5 come from the worst tail over the measures that
+value falls (two-sided tail probability; the shipped atlas leaves the synthesized category out, so the judge of a
+category has never seen its real defects; a plant's own atlas with at least ``MIN_ROWS`` real defects of the type
+judges by those). Location and quality 0-5 come from the worst tail over the measures that
 matter for each. A label-agreement check fails attempts whose change (in feature space) reaches beyond the mask.
 The review names the measure furthest from the real range in the painter's words (``painter.spec``).
 
@@ -203,10 +204,11 @@ class CalibratedJudge:
         return self._normals[key]
 
     def model(self, category: str, without_modes: tuple[str, ...] = ()) -> Any:
-        """The learned judge of a category: trained on the atlas WITHOUT that category (cached per category)."""
+        """The learned judge of a category: trained on the atlas the category may read (``Atlas.for_category``:
+        the shipped one without the category), cached per category."""
         key = (category.strip().lower(), tuple(sorted(without_modes)))
         if key not in self._models:
-            self._models[key] = fit_learned(self.atlas.without(category), key[1])
+            self._models[key] = fit_learned(self.atlas.for_category(category), key[1])
         return self._models[key]
 
     def _measured(self, normal: np.ndarray, edited: np.ndarray, fg: np.ndarray) -> Any:
@@ -231,8 +233,12 @@ class CalibratedJudge:
         region, m, ef = got
         texture = bool(fg.all())
         key = atlas_kind(anomaly_type) or anomaly_type
-        atlas = self.atlas.without(category)
+        atlas = self.atlas.for_category(category)
         rows, object_rows = pools(atlas, key)
+        own = atlas.own_rows(category, anomaly_type)
+        if len(own) >= MIN_ROWS:      # a plant's atlas with enough of its own defects of the type: judged by those
+            rows = own
+            object_rows = [r for r in own if not r.get("texture")] or object_rows
         self._own_kind = len(rows) < len(atlas.rows)   # False: too few real rows of the kind, every kind stands in
         name = anomaly_type.replace("_", " ")
 

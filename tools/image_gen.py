@@ -14,6 +14,13 @@ BACKENDS: dict[str, type | str] = {"procedural": ProceduralPainter, "diffusers":
             "nsa": "local_agent.tools.baselines:NaturalSynthetic"}
 
 
+def edit_image(backend: Any, image: np.ndarray, prompt: str, seed: int, category: str, anomaly_type: str) -> np.ndarray:
+    """``backend.edit``, with the requested type name for a backend that reads it (``reads_type``: the painter
+    copies a plant's own real defect of that type from its atlas)."""
+    extra = {"anomaly_type": anomaly_type} if getattr(backend, "reads_type", False) else {}
+    return backend.edit(image, prompt, seed=seed, category=category, **extra)
+
+
 class ImageGen(Tool):
     name = "image_gen"
     description = ("Edit image 1 (the normal image) with a local-editing prompt. Always edits the original, never a "
@@ -28,7 +35,7 @@ class ImageGen(Tool):
         prompt = string_arg(arguments, "prompt")
         attempt = len(workspace.images)  # 1 for the first edit: a new seed per attempt, reproducible per sample
         seed = int(np.random.SeedSequence([workspace.seed, attempt]).generate_state(1)[0])
-        edited = self.backend.edit(workspace.normal, prompt, seed=seed, category=workspace.category)
+        edited = edit_image(self.backend, workspace.normal, prompt, seed, workspace.category, workspace.anomaly_type)
         if edited.shape != workspace.normal.shape or edited.dtype != np.uint8:
             raise ToolError(f"image backend returned {edited.shape} {edited.dtype}, expected {workspace.normal.shape} uint8")
         index = workspace.add_image(edited)

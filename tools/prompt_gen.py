@@ -46,7 +46,7 @@ class TemplatePrompt:
     """Paper-form prompt from category, type, the image's foreground, and retrieved knowledge when given.
 
     ``atlas`` (``none`` | ``default`` | a file): with an atlas, size, look, place and count are the words for one real
-    defect of the kind, drawn from the atlas with the category left out (:func:`.painter.priors.describe`), so the
+    defect of the kind, drawn from the atlas (``Atlas.for_category``: the shipped one leaves the category out) (:func:`.painter.priors.describe`), so the
     first prompt asks for what real defects are like; the painter reads the same words back as the same bands of
     the real distribution. Without one, size and look are drawn from fixed lists (the atlas-free behaviour).
 
@@ -73,7 +73,7 @@ class TemplatePrompt:
             from .painter.priors import describe
 
             on_object = category.lower() not in TEXTURE_CATEGORIES and foreground_mask(image, category).mean() < 0.9
-            words = describe(self.priors.without(category), kind, rng, on_object)
+            words = describe(self.priors.for_category(category), kind, rng, on_object)
             place = {"edge": "edge", "centre": "centre"}.get(words.get("place", ""), words.get("place", ""))
             place = place or place_phrase(image, category, rng)
             what = " ".join(w for w in (words.get("count"), words.get("look"), words.get("size")) if w)

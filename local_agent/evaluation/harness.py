@@ -452,6 +452,28 @@ def mean_over_categories(categories: dict[str, dict[str, Any]], methods: list[st
 
 
 # ------------------------------------------------------------------------------------------ the run
+def atlas_leaks(profile: dict[str, Any], category: Category) -> list[str]:
+    """The evaluated test defects that an atlas of the profile's tools would let the agent copy or judge by: rows of
+    the category named like one of its test images (category/type/stem), in an atlas that keeps a category's own
+    rows (not ``leave_out``). Checked by name: an atlas stores no pixels."""
+    from ..tools.painter.priors import load_atlas
+
+    tools = profile.get("tools", {})
+    options = {str(tools.get(t, {}).get("atlas", "none")) for t in ("prompt_gen", "image_gen")}
+    if tools.get("quality_eval", {}).get("backend") == "calibrated":
+        options.add(str(tools["quality_eval"].get("atlas") or "default"))
+    tested = {f"{category.name}/{t.anomaly_type}/{t.image.stem}" for t in category.test if t.is_anomalous}
+    leaks: set[str] = set()
+    for option in options:
+        try:
+            atlas = load_atlas(option)
+        except ValueError as e:
+            raise EvaluationError(str(e)) from None
+        if atlas is not None and not atlas.leave_out:
+            leaks |= {r["image"] for r in atlas.rows if r.get("image") in tested}
+    return sorted(leaks)
+
+
 def evaluate(data: str | Path | Sequence[str | Path], methods: list[str], out: str | Path, n_per_type: int = 10,
              seed: int | None = None, profile: dict[str, Any] | None = None, config: EvalConfig | None = None,
              reporter: Reporter | None = None, seeds: Sequence[int] | None = None) -> dict[str, Any]:
@@ -486,6 +508,13 @@ def evaluate(data: str | Path | Sequence[str | Path], methods: list[str], out: s
     if len(set(names)) != len(names):
         raise EvaluationError(f"two category folders share a name ({', '.join(sorted(names))}); "
                               "their results would overwrite each other")
+    for category in categories if {"agent", "open-loop"} & set(methods) else []:
+        leaks = atlas_leaks(profile, category)
+        if leaks:
+            raise EvaluationError(
+                f"{category.name}: the profile's atlas holds {len(leaks)} of the real defects it is tested on "
+                f"({', '.join(leaks[:3])}{', …' if len(leaks) > 3 else ''}); the agent would copy what it is scored "
+                "on. Use an atlas built without them, or with `atlas build --leave-category-out`")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -144,10 +144,13 @@ def _synthesize_single_call(method: str, category: Category, out: Path, n: int, 
 
 
 def _one_sample(method: str, job: Job, out: Path, editor: Any, masker: Any, judge: Any) -> dict[str, Any]:
+    from ..tools import image_gen
+
     loaded = load_image(Path(job.source))
     prompt = open_loop_prompt(job.category, job.anomaly_type) if method == "open-loop" else ""
     t0 = time.perf_counter()
-    edited = editor.edit(loaded.rgb, prompt, seed=first_attempt_seed(job.seed), category=job.category)
+    edited = image_gen.edit_image(editor, loaded.rgb, prompt, first_attempt_seed(job.seed), job.category,
+                                  job.anomaly_type)
     mask = masker.mask(loaded.rgb, edited)
     seconds = time.perf_counter() - t0
     t1 = time.perf_counter()

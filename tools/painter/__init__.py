@@ -261,13 +261,13 @@ class ProceduralPainter:
 
     Options: ``atlas`` — ``none`` (the words and the kinds' own defaults decide), ``default`` (the shipped defect
     atlas: what the words leave open is copied from a real defect of the kind, the painted category left out) or
-    an atlas file; ``textures`` — a folder of texture images (e.g. DTD) whose patterns give rough and broken
+    an atlas file (a plant's own: one of its real defects of the requested type is copied when it holds any); ``textures`` — a folder of texture images (e.g. DTD) whose patterns give rough and broken
     surfaces their grain; ``jitter`` — vary size and contrast around the words (no-atlas mode).
     """
 
     def __init__(self, jitter: bool = True, atlas: str | None = "none", textures: str | None = None):
         self.jitter = bool(jitter)
-        self.priors = load_atlas(atlas)      # an Atlas, or None; priors.without(category) per painted category
+        self.priors = load_atlas(atlas)      # an Atlas, or None; priors.for_category(category) per painted category
         self.texture_files = _texture_files(textures) if textures else []
         self._textures: dict[Path, np.ndarray] = {}
         self._fg_cache: tuple[int, str, np.ndarray] | None = None
@@ -307,16 +307,20 @@ class ProceduralPainter:
         patch = patch - cv2.GaussianBlur(patch, (0, 0), 8)  # keep the texture's pattern, not its lighting
         return patch / (patch.std() + 1e-6)
 
-    def edit(self, image: np.ndarray, prompt: str, seed: int = 0, category: str = "") -> np.ndarray:
-        return self.edit_with_region(image, prompt, seed, category)[0]
+    reads_type = True   # ImageGen passes the requested type name: a plant's own defects of it are copied first
 
-    def edit_with_region(self, image: np.ndarray, prompt: str, seed: int = 0,
-                         category: str = "") -> tuple[np.ndarray, np.ndarray]:
+    def edit(self, image: np.ndarray, prompt: str, seed: int = 0, category: str = "",
+             anomaly_type: str = "") -> np.ndarray:
+        return self.edit_with_region(image, prompt, seed, category, anomaly_type)[0]
+
+    def edit_with_region(self, image: np.ndarray, prompt: str, seed: int = 0, category: str = "",
+                         anomaly_type: str = "") -> tuple[np.ndarray, np.ndarray]:
         spec = parse_prompt(prompt)
         fg = self.foreground(image, category)
         if self.priors is not None:  # its own stream: the same words and seed draw the same real defect
-            spec = apply_priors(spec, self.priors.without(category), np.random.default_rng([seed, 17]),
-                                on_object=bool(fg.mean() < 0.95), object_frac=float(fg.mean()))
+            atlas = self.priors.for_category(category)
+            spec = apply_priors(spec, atlas, np.random.default_rng([seed, 17]), on_object=bool(fg.mean() < 0.95),
+                                object_frac=float(fg.mean()), own=atlas.own_rows(category, anomaly_type))
         field = self.texture_field(fg.shape, np.random.default_rng([seed, 23]))
         rng = np.random.default_rng(seed)
         return paint(image, spec, fg, rng, jitter=self.jitter, texture_field=field,

@@ -152,14 +152,16 @@ def sample_in_bands(atlas: Atlas, kind: str, rng: np.random.Generator,
 
 
 def apply_priors(spec: DefectSpec, atlas: Atlas, rng: np.random.Generator, on_object: bool,
-                 object_frac: float = 1.0) -> DefectSpec:
-    """Fill what the words leave open from one real defect of the kind; words that are there win."""
+                 object_frac: float = 1.0, own: list[dict[str, Any]] | None = None) -> DefectSpec:
+    """Fill what the words leave open from one real defect of the kind; words that are there win. ``own``: the
+    painted category's own real defects of the type (``Atlas.own_rows``, a plant's atlas); one of them is the
+    defect copied, while size and look words still pick their bands among all real defects of the kind."""
     if not atlas.rows:
         return replace(spec)
     # A kind too rare once the category is left out borrows generic defects (prior_atlas): a generic real defect
     # is a better prior than none. Pin words ("pitting", "pinhole") read as "tiny": the smallest band of it.
     atlas = prior_atlas(atlas, spec.kind, on_object)
-    row = sample_in_bands(atlas, spec.kind, rng, {
+    row = dict(own[int(rng.integers(len(own)))]) if own else sample_in_bands(atlas, spec.kind, rng, {
         "area_frac_object": band_of(spec.size_word, SIZE_BANDS) if spec.area is None else None,
         "delta_e": band_of(spec.intensity_word, INTENSITY_BANDS)})
     s = replace(spec)
