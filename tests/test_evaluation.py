@@ -329,6 +329,23 @@ def test_an_atlas_holding_the_tested_defects_is_refused(shared_data, tmp_path):
     assert atlas_leaks(profile, category) == []
 
 
+def test_a_rebuilt_atlas_file_makes_new_samples(tmp_path):
+    """The key of open-loop's and the agent's samples holds the content of a plant's atlas file, not only its path;
+    the shipped atlas adds nothing (earlier runs keep their keys)."""
+    from local_agent.evaluation.synthesis import synthesis_inputs
+
+    atlas = tmp_path / "plant.json"
+    profile = heuristic_profile()
+    assert synthesis_inputs("agent", profile, None, 3) == {"profile": profile, "max_attempts": 3}
+    profile["tools"]["image_gen"] = {**profile["tools"]["image_gen"], "atlas": str(atlas)}
+    keys = []
+    for text in ('{"rows": []}', '{"rows": [], "sources": ["x"]}'):
+        atlas.write_text(text)
+        keys.append([synthesis_inputs(m, profile, None, 3) for m in ("agent", "open-loop")])
+    assert all(a != b for a, b in zip(*keys))
+    assert synthesis_inputs("draem", profile, "tex", 3) == synthesis_inputs("draem", heuristic_profile(), "tex", 3)
+
+
 def test_seeds_and_paired_differences_are_deterministic_and_resume(shared_data, tmp_path):
     from local_agent.evaluation.harness import evaluate, flat_metrics
 
