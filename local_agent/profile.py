@@ -47,6 +47,26 @@ def load_profile(name_or_path: str | Path | None = None) -> dict[str, Any]:
     return data
 
 
+# The backends that read a defect atlas, per tool (their option ``atlas``).
+ATLAS_READERS = {"prompt_gen": "template", "image_gen": "procedural", "quality_eval": "calibrated"}
+
+
+def with_atlas(profile: dict[str, Any], atlas: str | Path) -> dict[str, Any]:
+    """The profile with every atlas-reading tool pointed at ``atlas`` (a plant's own, ``local-agent atlas build``).
+    Raises ProfileError with one line when the file is not an atlas."""
+    from .tools.atlas import Atlas, AtlasError
+
+    try:
+        Atlas.load(Path(atlas))
+    except AtlasError as e:
+        raise ProfileError(f"--atlas: {e}") from None
+    out = {**profile, "tools": {k: dict(v) for k, v in profile["tools"].items()}}
+    for tool, backend in ATLAS_READERS.items():
+        if out["tools"].get(tool, {}).get("backend") == backend:
+            out["tools"][tool]["atlas"] = str(atlas)
+    return out
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")

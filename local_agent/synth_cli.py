@@ -17,12 +17,16 @@ import click
 @click.option("--max-turns", default=3, show_default=True, type=int, help="At most this many image_gen attempts.")
 @click.option("--out", "-o", default=Path("synth_out"), show_default=True, type=click.Path(path_type=Path))
 @click.option("--profile", "-p", default="default", show_default=True, help="Packaged profile name or YAML path.")
+@click.option("--atlas", "atlas", default=None, type=click.Path(path_type=Path),
+              help="Defect atlas (`local-agent atlas build`) for the prompt writer, painter and judge: a plant's own "
+                   "real defects, copied and judged by for their own category. Default: the profile's (shipped) one.")
 @click.option("--workers", "-j", default=1, show_default=True, type=int, help="Worker processes.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
               help="Torch CPU threads per worker (the embedded backends are fastest with one; more for CPU diffusion).")
 @click.option("--no-trajectories", is_flag=True, help="Do not save per-sample trajectories.")
 def synth(inputs: tuple[Path, ...], anomaly_types: tuple[str, ...], category: str | None, n: int, seed: int,
-          max_turns: int, out: Path, profile: str, workers: int, threads: int, no_trajectories: bool) -> None:
+          max_turns: int, out: Path, profile: str, atlas: Path | None, workers: int, threads: int,
+          no_trajectories: bool) -> None:
     """Turn normal images into defect images with pixel masks, in the MVTec AD layout.
 
     INPUTS are image files, folders of images, or MVTec category folders (their train/good is used).
@@ -33,7 +37,7 @@ def synth(inputs: tuple[Path, ...], anomaly_types: tuple[str, ...], category: st
 
     from .cli import console as make_console
     from .outputs import UnsafePath
-    from .profile import ProfileError, load_profile
+    from .profile import ProfileError, load_profile, with_atlas
     from .synth import SynthError, synthesize
     from .tools.base import BackendUnavailable
 
@@ -41,6 +45,7 @@ def synth(inputs: tuple[Path, ...], anomaly_types: tuple[str, ...], category: st
     types = [t.strip() for spec in anomaly_types for t in spec.split(",") if t.strip()]
     try:
         prof = load_profile(profile)
+        prof = with_atlas(prof, atlas) if atlas else prof
     except ProfileError as e:
         raise click.ClickException(str(e))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -128,3 +128,31 @@ def test_ranks_share_the_plan_and_merge(shared_data, tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.delenv("RANK")
     assert synthesize([grid], ["crack"], out, n=3, seed=0).skipped == 3, "a plain rerun resumes from the shards"
+
+
+def test_synth_atlas_option_reads_a_plants_own_defects(shared_data, tmp_path):
+    """--atlas points the prompt writer, painter and judge at a plant's atlas: with grid's own bent wires kept (no
+    leave_out) the painted defect differs from the shipped atlas's; the same rows marked leave_out paint what the
+    shipped one paints. A file that is no atlas stops in one line."""
+    from click.testing import CliRunner
+
+    from local_agent.cli import main
+    from local_agent.tools.atlas import Atlas
+
+    grid = small_category(shared_data, tmp_path / "data", "grid", 1)
+    shipped = Atlas.load()
+    Atlas(shipped.rows, shipped.sources, {}).save(tmp_path / "plant.json")
+    Atlas(shipped.rows, shipped.sources, {"leave_out": True}).save(tmp_path / "held_out.json")
+    images = {}
+    for name, extra in (("shipped", []), ("plant", ["--atlas", str(tmp_path / "plant.json")]),
+                        ("held_out", ["--atlas", str(tmp_path / "held_out.json")])):
+        r = CliRunner().invoke(main, ["synth", str(grid), "--type", "bent", "--n", "1", "--no-trajectories",
+                                      "--out", str(tmp_path / name), *extra])
+        assert r.exit_code == 0, r.output
+        images[name] = Image.open(next((tmp_path / name).rglob("bent/000.png"))).tobytes()
+    assert images["held_out"] == images["shipped"] != images["plant"]
+    (tmp_path / "bad.json").write_text("{}")
+    r = CliRunner().invoke(main, ["synth", str(grid), "--type", "bent", "--n", "1", "--out", str(tmp_path / "x"),
+                                  "--atlas", str(tmp_path / "bad.json")])
+    assert r.exit_code == 1 and "bad.json" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
