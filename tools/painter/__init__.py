@@ -261,8 +261,9 @@ class ProceduralPainter:
 
     Options: ``atlas`` — ``none`` (the words and the kinds' own defaults decide), ``default`` (the shipped defect
     atlas: what the words leave open is copied from a real defect of the kind, the painted category left out) or
-    an atlas file (a plant's own: one of its real defects of the requested type is copied when it holds any); ``textures`` — a folder of texture images (e.g. DTD) whose patterns give rough and broken
-    surfaces their grain; ``jitter`` — vary size and contrast around the words (no-atlas mode).
+    an atlas file (a plant's own: one of the category's real defects of the requested type is copied when it holds
+    any); ``textures`` — a folder of texture images (e.g. DTD) whose patterns give rough and broken surfaces their
+    grain; ``jitter`` — vary size and contrast around the words (no-atlas mode).
     """
 
     def __init__(self, jitter: bool = True, atlas: str | None = "none", textures: str | None = None):
