@@ -146,6 +146,11 @@ def test_tail_probability_grades_how_far_out():
     assert tail_probability(real, 0.06, "area_frac_object") > tail_probability(real, 0.5, "area_frac_object")
     assert tail_probability(real, 0.5, "area_frac_object") < 1e-3
     assert tail_probability(np.ones(30), 0.0, "touches_object_edge") < 0.02
+    # five real values (a plant's few defects of a type) bound less than a hundred with the same quartiles
+    five = np.array([0.010, 0.012, 0.015, 0.018, 0.020])
+    assert tail_probability(five, 0.03, "area_frac_object") >= 0.02 > tail_probability(np.tile(five, 20), 0.03,
+                                                                                        "area_frac_object")
+    assert tail_probability(five, 0.3, "area_frac_object") < 0.005          # 20x the median still fails
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy.special import stdtr
 
 from .atlas import MIN_ROWS, Atlas
 from .atlas_measure import NormalFeatures, atlas_kind, feature_change, measure_attempt, patch_cover
@@ -61,7 +62,8 @@ def tail_probability(values: np.ndarray, x: float, measure: str) -> float:
 
     Inside the real range: the smoothed empirical tail (rank-based, so skewed and two-mode distributions are fine).
     Beyond it: no larger than that, and falling off with the robust z-score (median / IQR, log scale for sizes and
-    ratios), so 10x too large scores lower than just past the largest real one. Binary measures: the smoothed share
+    ratios; Student-t with n - 1 degrees of freedom, widened for a new draw, so five real values bound less than a
+    hundred), so 10x too large scores lower than just past the largest real one. Binary measures: the smoothed share
     of real defects with the same value.
     """
     v = values[np.isfinite(values)]
@@ -80,7 +82,9 @@ def tail_probability(values: np.ndarray, x: float, measure: str) -> float:
     q1, med, q3 = np.percentile(tv, [25, 50, 75])
     scale = max((q3 - q1) / 1.349, 0.05)     # a floor: many real values tie (on the object: 1.0)
     z = abs(tx - med) / scale
-    p_z = math.erfc(z / math.sqrt(2))
+    # Student-t predictive tail of a new draw from n real values: a few real defects (a plant's five of a type)
+    # cannot bound a distribution as tightly as a hundred; for large n this is the Gaussian tail.
+    p_z = 2 * stdtr(n - 1, -z / math.sqrt(1 + 1 / n)) if n > 1 else 1.0
     return float(min(p_emp, p_z))
 
 
