@@ -280,3 +280,12 @@ def test_a_plants_own_defects_of_the_type_are_copied_first(grid_image):
 
     assert mean_area({}, "oil_spot") > 4 * mean_area({"leave_out": True}, "oil_spot")
     assert mean_area({}, "oil_spot") > 4 * mean_area({}, "glue")
+    # "pitting" alone reads as tiny and subtle (a guess); the plant's own pits of the type say how big they are
+    pits = small_atlas("hole", 0.004).rows + [{**atlas_row("grid", "hole", 0.03), "type": "pitting"} for _ in range(5)]
+    areas = {}
+    for meta in ({}, {"leave_out": True}):
+        painter = with_atlas(Atlas(pits, ["test"], meta))
+        areas[bool(meta)] = np.mean([painter.edit_with_region(grid_image, open_loop("grid", "pitting"), seed=s,
+                                                              category="grid", anomaly_type="pitting")[1].mean()
+                                     for s in range(6)])
+    assert areas[False] > 4 * areas[True], areas

@@ -161,6 +161,8 @@ def apply_priors(spec: DefectSpec, atlas: Atlas, rng: np.random.Generator, on_ob
     # A kind too rare once the category is left out borrows generic defects (prior_atlas): a generic real defect
     # is a better prior than none. Pin words ("pitting", "pinhole") read as "tiny": the smallest band of it.
     atlas = prior_atlas(atlas, spec.kind, on_object)
+    if own:   # the plant's own defect is better evidence of its size and look than the pin-word default's guess
+        spec = replace(spec, pinned=(), **{f"{a}_word": None for a in spec.pinned})
     row = dict(own[int(rng.integers(len(own)))]) if own else sample_in_bands(atlas, spec.kind, rng, {
         "area_frac_object": band_of(spec.size_word, SIZE_BANDS) if spec.area is None else None,
         "delta_e": band_of(spec.intensity_word, INTENSITY_BANDS)})

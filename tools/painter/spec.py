@@ -101,6 +101,7 @@ class DefectSpec:
     intensity_word: str | None = None
     counted: bool = False
     area: float | None = None   # share of the object's area: "3 %" in the words, or drawn from the atlas prior
+    pinned: tuple[str, ...] = ()  # "size"/"intensity" words set by the pin-word default, not said in the prompt
     # Filled from a real defect of the atlas (painter option ``atlas``); None = the kind's own defaults.
     delta_e: float | None = None        # contrast to reach inside the defect (CIELAB ΔE)
     lighter: bool | None = None         # the real defect was lighter than its surroundings
@@ -143,8 +144,10 @@ PIN_WORDS = ("pitting", "pinhole", "pin hole", "pore", "pits", "pit ")
 def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpec:
     clause = edit_clause(prompt)
     spec = DefectSpec(kind=kind_of(clause) or kind_of(prompt) or fallback_kind)
-    if spec.kind == "hole" and any(w in clause for w in PIN_WORDS):  # read as "tiny subtle" unless words say more
+    pin = spec.kind == "hole" and any(w in clause for w in PIN_WORDS)
+    if pin:  # read as "tiny subtle" unless words say more (or a plant's own pits say otherwise: priors.apply_priors)
         spec.size, spec.intensity, spec.size_word, spec.intensity_word = 0.05, 0.45, "tiny", "subtle"
+        spec.pinned = ("size", "intensity")
     # Later modifiers override earlier ones: a refined prompt appends "make it more pronounced" etc.
     for words, attr in ((SIZE_WORDS, "size"), (INTENSITY_WORDS, "intensity")):
         hits = []
@@ -157,6 +160,7 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
             last = max(hits)
             setattr(spec, attr, last[2])
             setattr(spec, attr + "_word", clause[last[0]:last[1]])
+            spec.pinned = tuple(a for a in spec.pinned if a != attr)
     pct = re.search(r"(\d+(?:\.\d+)?)\s*%", clause)
     if pct:
         spec.area = float(min(max(float(pct.group(1)) / 100.0, 0.0005), 0.6))
