@@ -166,6 +166,7 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
         spec.area = float(min(max(float(pct.group(1)) / 100.0, 0.0005), 0.6))
         spec.size = max(spec.area, 0.02) ** 0.5
         spec.size_word = pct.group(0)
+        spec.pinned = tuple(a for a in spec.pinned if a != "size")
     colour_hits = [(m.start(), w) for w in COLOUR_WORDS for m in re.finditer(r"(?<![a-z])" + w + r"(?![a-z])", clause)]
     if colour_hits:
         spec.colour_word = min(colour_hits)[1]
