@@ -47,8 +47,20 @@ def load_profile(name_or_path: str | Path | None = None) -> dict[str, Any]:
     return data
 
 
-# The backends that read a defect atlas, per tool (their option ``atlas``).
-ATLAS_READERS = {"prompt_gen": "template", "image_gen": "procedural", "quality_eval": "calibrated"}
+# The backends that read a defect atlas (their option ``atlas``), per tool, and what each reads when no ``atlas`` is set.
+ATLAS_READERS = {"prompt_gen": ("template", "none"), "image_gen": ("procedural", "none"),
+                 "quality_eval": ("calibrated", "default")}
+
+
+def atlas_options(profile: dict[str, Any], tools: Any = None) -> dict[str, str]:
+    """Tool -> the atlas it reads (``none``, ``default`` or a file), for the tools (default: all) whose backend
+    reads one."""
+    out = {}
+    for tool, (backend, default) in ATLAS_READERS.items():
+        config = profile.get("tools", {}).get(tool, {})
+        if (tools is None or tool in tools) and config.get("backend") == backend:
+            out[tool] = str(config.get("atlas") or default)
+    return out
 
 
 def with_atlas(profile: dict[str, Any], atlas: str | Path) -> dict[str, Any]:
@@ -61,9 +73,8 @@ def with_atlas(profile: dict[str, Any], atlas: str | Path) -> dict[str, Any]:
     except AtlasError as e:
         raise ProfileError(f"--atlas: {e}") from None
     out = {**profile, "tools": {k: dict(v) for k, v in profile["tools"].items()}}
-    for tool, backend in ATLAS_READERS.items():
-        if out["tools"].get(tool, {}).get("backend") == backend:
-            out["tools"][tool]["atlas"] = str(atlas)
+    for tool in atlas_options(profile):
+        out["tools"][tool]["atlas"] = str(atlas)
     return out
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from local_agent.evaluation.layout import read_category
-from local_agent.profile import ATLAS_READERS, load_profile
+from local_agent.profile import load_profile, with_atlas
 from local_agent.tools.atlas import Atlas
 from local_agent.tools.atlas_measure import build_atlas
 
@@ -54,9 +54,7 @@ def split(root: Path, shots: int, out: Path) -> None:
     base = Atlas.load().without(name)
     Atlas(base.rows + own.rows, base.sources + [str(out / "shots" / name)], {"leave_out": False, "shots": shots},
           base.counterfeits + own.counterfeits).save(out / f"atlas_{name}.json")
-    profile = load_profile("default")
-    for tool in ATLAS_READERS:
-        profile["tools"][tool]["atlas"] = str((out / f"atlas_{name}.json").resolve())
+    profile = with_atlas(load_profile("default"), (out / f"atlas_{name}.json").resolve())
     (out / f"fewshot_{name}.yaml").write_text(yaml.safe_dump(profile))
     print(f"{name}: {len(own.rows)} shots in the atlas ({len(base.rows)} rows of other categories), "
           f"skipped {len(skipped)}; test set {out / 'test_sets' / name}")

@@ -456,15 +456,12 @@ def atlas_leaks(profile: dict[str, Any], category: Category) -> list[str]:
     """The evaluated test defects that an atlas of the profile's tools would let the agent copy or judge by: rows of
     the category named like one of its test images (category/type/stem), in an atlas that keeps a category's own
     rows (not ``leave_out``). Checked by name: an atlas stores no pixels."""
+    from ..profile import atlas_options
     from ..tools.painter.priors import load_atlas
 
-    tools = profile.get("tools", {})
-    options = {str(tools.get(t, {}).get("atlas", "none")) for t in ("prompt_gen", "image_gen")}
-    if tools.get("quality_eval", {}).get("backend") == "calibrated":
-        options.add(str(tools["quality_eval"].get("atlas") or "default"))
     tested = {f"{category.name}/{t.anomaly_type}/{t.image.stem}" for t in category.test if t.is_anomalous}
     leaks: set[str] = set()
-    for option in options:
+    for option in set(atlas_options(profile).values()):
         try:
             atlas = load_atlas(option)
         except ValueError as e:

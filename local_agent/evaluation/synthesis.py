@@ -79,23 +79,22 @@ def synthesis_inputs(method: str, profile: dict[str, Any], textures: str | None,
     redoes the agent alone and a new mask tool redoes every method."""
     tools = profile["tools"]
     if method == "agent":
-        return {"profile": profile, "max_attempts": max_attempts, **_atlas_files(tools.values())}
+        return {"profile": profile, "max_attempts": max_attempts, **_atlas_files(profile, tools)}
     used = {"mask_gen": tools["mask_gen"], "quality_eval": tools["quality_eval"]}
     if method == "open-loop":
         used["image_gen"] = tools["image_gen"]
     elif method in ("draem", "draem-fg"):
         used["textures"] = textures
-    return {**used, **_atlas_files(used.values())}
+    return {**used, **_atlas_files(profile, used)}
 
 
-def _atlas_files(configs: Any) -> dict[str, Any]:
+def _atlas_files(profile: dict[str, Any], tools: Any) -> dict[str, Any]:
     """The content of the atlas files the tools read (a rebuilt plant atlas at the same path makes new samples).
     The shipped atlas is not hashed: it changes only with the code, and earlier runs keep their keys."""
+    from ..profile import atlas_options
+
     files = {}
-    for config in configs:
-        if not isinstance(config, dict):
-            continue
-        option = str(config.get("atlas") or ("default" if config.get("backend") == "calibrated" else "none"))
+    for option in atlas_options(profile, tools).values():
         path = os.environ.get("LOCAL_AGENT_ATLAS") if option == "default" else option
         if path and path not in ("none", "off", "false", "default") and Path(path).is_file():
             files[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
