@@ -39,3 +39,35 @@ def build_command(dirs: tuple[Path, ...], out: Path, leave_category_out: bool) -
         f"{len(result.rows)} real defects from {len(result.categories)} categories and {len(result.counterfeits)} "
         f"bad edits of them written to {out} ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); "
         f"skipped {len(skipped) or 'none'}", markup=False)
+    if not leave_category_out:
+        _print_checks(result)
+
+
+@atlas.command("check")
+@click.argument("atlas_file", type=click.Path(path_type=Path))
+def check_command(atlas_file: Path) -> None:
+    """How far the calibrated judge can be trusted on each category of a plant's atlas: the share of the category's
+    own real defects it passes and of bad edits of them it fails, leave-one-out. The loop refines only where both
+    reach 70 %; elsewhere synth makes one attempt per sample."""
+    from .tools.atlas import Atlas, AtlasError
+
+    try:
+        result = Atlas.load(atlas_file)
+    except AtlasError as e:
+        raise click.ClickException(str(e)) from None
+    if result.leave_out:
+        raise click.ClickException(f"{atlas_file} leaves each category out (built with --leave-category-out): the judge "
+                                   "of a category never reads its own defects, so there is nothing to check")
+    _print_checks(result)
+
+
+def _print_checks(result: "Atlas") -> None:  # noqa: F821 (imported lazily: `--help` stays instant)
+    from .cli import console
+    from .tools.judge_check import self_check
+
+    out = console(stderr=False)
+    for category in result.categories:
+        check = self_check(result, category)
+        if check is not None:
+            verdict = "the loop refines" if check.trusted else "one attempt per sample, no refinement"
+            out.print(f"{check.words()}: {verdict}", markup=False)

@@ -430,8 +430,9 @@ def synthesize(inputs: list[Path], anomaly_types: list[str], out: Path, n: int =
         start_shard(out, rank)
     if on_start:
         on_start(len(jobs), summary.skipped)
+    attempts = loop_attempts(profile, sorted({j.category for j in todo}), max_attempts, summary.warnings)
     t0 = time.perf_counter()
-    args = [(j, str(out), max_attempts, save_trajectories) for j in todo]
+    args = [(j, str(out), attempts[j.category], save_trajectories) for j in todo]
     try:
         if workers <= 1 or len(todo) <= 1:
             before = _torch_threads()
@@ -457,6 +458,29 @@ def synthesize(inputs: list[Path], anomaly_types: list[str], out: Path, n: int =
     if world > 1 and finish_shard(out, rank, world):  # the last rank to finish merges the shards
         write_report(out)
     return summary
+
+
+def loop_attempts(profile: dict[str, Any], categories: list[str], max_attempts: int,
+                  warnings: list[str] | None = None) -> dict[str, int]:
+    """Attempts per category: ``max_attempts``, or one (no refinement) where the judge fails its self-check on the
+    plant's own defects (``tools.judge_check``: refining toward a judge that cannot tell them from bad edits selects
+    against real-looking defects). The reason goes to ``warnings``."""
+    from .tools.atlas import AtlasError
+    from .tools.judge_check import judge_self_check
+
+    out = {}
+    for category in categories:
+        out[category] = max_attempts
+        try:
+            check = judge_self_check(profile["tools"]["quality_eval"], category) if max_attempts > 1 else None
+        except (AtlasError, ValueError) as e:
+            raise SynthError(str(e)) from None
+        if check is not None and not check.trusted:
+            out[category] = 1
+            if warnings is not None:
+                warnings.append(f"{check.words()}: one attempt per sample, no refinement "
+                                "(tools.quality_eval.trust: always refines anyway)")
+    return out
 
 
 def _consume(results: Iterable[dict[str, Any]], manifest: Path, summary: SynthSummary,

@@ -55,6 +55,9 @@ SCORE_STEPS = ((0.05, 5), (0.02, 4), (0.005, 3), (0.001, 2), (1e-4, 1))
 LEARNED_MEASURES = (*LOCATION_MEASURES, *QUALITY_MEASURES, "roughness")
 LEARNED_C = 1.0
 DECIDERS = ("tails", "learned")
+# ``trust``: ``auto`` lets the loop refine a category only when the judge passes its self-check on the plant's own
+# defects (``judge_check``); ``always`` refines regardless.
+TRUST_CHOICES = ("auto", "always")
 
 
 def tail_probability(values: np.ndarray, x: float, measure: str) -> float:
@@ -112,6 +115,33 @@ def measure_tails(m: dict[str, float], rows: list[dict], object_rows: list[dict]
         above = not (values.size and x < float(np.median(values)))
         out[name] = (tail_probability(values, x, name), above)
     return out
+
+
+def judged_rows(atlas: Atlas, category: str, anomaly_type: str, *, own_at_least: int = MIN_ROWS
+                ) -> tuple[list[dict], list[dict]]:
+    """(rows, object rows) an attempt of ``anomaly_type`` in ``category`` is judged against, in the atlas the
+    category may read: the category's own real defects of the type when it has at least ``own_at_least`` of them (a
+    plant's atlas), else every real defect of the kind (``pools``). The self-check passes a lower ``own_at_least``
+    when it has left one of the plant's rows out, so it judges as the deployed judge does."""
+    rows, object_rows = pools(atlas, atlas_kind(anomaly_type) or anomaly_type)
+    own = atlas.own_rows(category, anomaly_type)
+    if own and len(own) >= own_at_least:
+        rows = own
+        object_rows = [r for r in own if not r.get("texture")] or object_rows
+    return rows, object_rows
+
+
+def tail_scores(m: dict[str, float], rows: list[dict], object_rows: list[dict], texture: bool
+                ) -> tuple[int, int, dict[str, float]]:
+    """(location 0-5, quality 0-5, weighted tail per measure) of measures ``m`` among the real rows: the tails
+    decider's scores, from measures alone (the self-check scores atlas rows with it, no image needed)."""
+    weights = {**LOCATION_MEASURES, **QUALITY_MEASURES}
+    tails = {k: min(1.0, p / weights[k][1 if above else 0])
+             for k, (p, above) in measure_tails(m, rows, object_rows, texture, weights).items()}
+    loc_tails = [tails[k] for k in LOCATION_MEASURES if k in tails]
+    location = score_of(min(loc_tails)) if loc_tails else 5
+    quality = score_of(min(tails[k] for k in QUALITY_MEASURES))
+    return location, quality, tails
 
 
 def learned_features(m: dict[str, float], rows: list[dict], object_rows: list[dict], texture: bool) -> list[float]:
@@ -181,9 +211,11 @@ class CalibratedJudge:
     """Scores an attempt by how typical its measures are among real defects of its kind (the atlas)."""
 
     def __init__(self, atlas: str | None = None, pass_location: int = 4, pass_quality: int = 4,
-                 outside_change: float = 4.0, on_object: float = 0.0, decide: str = "tails"):
+                 outside_change: float = 4.0, on_object: float = 0.0, decide: str = "tails", trust: str = "auto"):
         if decide not in DECIDERS:
             raise ValueError(f"quality_eval decide: {decide!r} is not one of {', '.join(DECIDERS)}")
+        if trust not in TRUST_CHOICES:   # read by synth (judge_check.judge_self_check), checked here with the rest
+            raise ValueError(f"quality_eval trust: {trust!r} is not one of {', '.join(TRUST_CHOICES)}")
         self.atlas = Atlas.load(Path(atlas) if atlas and atlas != "default" else None)   # "default": the shipped one
         self.pass_location = int(pass_location)
         self.pass_quality = int(pass_quality)
@@ -238,22 +270,11 @@ class CalibratedJudge:
         texture = bool(fg.all())
         key = atlas_kind(anomaly_type) or anomaly_type
         atlas = self.atlas.for_category(category)
-        rows, object_rows = pools(atlas, key)
-        own = atlas.own_rows(category, anomaly_type)
-        if len(own) >= MIN_ROWS:      # a plant's atlas with enough of its own defects of the type: judged by those
-            rows = own
-            object_rows = [r for r in own if not r.get("texture")] or object_rows
+        rows, object_rows = judged_rows(atlas, category, anomaly_type)
         self._own_kind = len(rows) < len(atlas.rows)   # False: too few real rows of the kind, every kind stands in
         name = anomaly_type.replace("_", " ")
-
-        weights = {**LOCATION_MEASURES, **QUALITY_MEASURES}
-        tails = {k: min(1.0, p / weights[k][1 if above else 0])
-                 for k, (p, above) in measure_tails(m, rows, object_rows, texture, weights).items()}
-
+        location, quality, tails = tail_scores(m, rows, object_rows, texture)
         faults: list[tuple[str, str]] = []
-        loc_tails = [tails[k] for k in LOCATION_MEASURES if k in tails]
-        location = score_of(min(loc_tails)) if loc_tails else 5
-        quality = score_of(min(tails[k] for k in QUALITY_MEASURES))
         p_real = None
         if decide == "learned":
             p_real = float(self.model(category, without_modes).predict_proba(

@@ -289,7 +289,7 @@ def _key(blob: dict[str, Any]) -> str:
 def _synthesis_key(method: str, category: Category, config: EvalConfig, profile: dict[str, Any], seed: int) -> str:
     """Names the samples of one run: the method, the data, the seed and what the method calls (synthesis_inputs)."""
     return _key({"method": method, "data": str(category.root.resolve()), "seed": seed,
-                 "inputs": synthesis_inputs(method, profile, config.textures, config.max_attempts)})
+                 "inputs": synthesis_inputs(method, profile, config.textures, config.max_attempts, category.name)})
 
 
 def _config_key(method: str, category: Category, config: EvalConfig, profile: dict[str, Any], seed: int) -> str:
@@ -344,6 +344,10 @@ def run_one(method: str, seed: int, category: Category, real: RealData, run_dir:
             reporter.log(f"{label}: reusing {cached} (same configuration)")
             return previous
     _claim_synthetic(run_dir, _synthesis_key(method, category, config, profile, seed), label, reporter)
+    if method == "agent" and synthesis_inputs(method, profile, config.textures, config.max_attempts,
+                                              category.name)["max_attempts"] < config.max_attempts:
+        reporter.log(f"{label}: the judge fails its self-check on {category.name}'s own defects (`local-agent atlas "
+                     "check`): one attempt per sample, no refinement")
     t0 = time.perf_counter()
     tick = reporter.start(f"{label}: synthesizing", config.n_per_type * len(category.anomaly_types))
     samples = synthesize_method(method, category, run_dir / "synthetic", config.n_per_type, seed, profile,

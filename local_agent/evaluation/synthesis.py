@@ -73,12 +73,18 @@ def ig_config(method: str, category: Category, profile: dict[str, Any], textures
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
-def synthesis_inputs(method: str, profile: dict[str, Any], textures: str | None, max_attempts: int) -> dict[str, Any]:
+def synthesis_inputs(method: str, profile: dict[str, Any], textures: str | None, max_attempts: int,
+                     category: str | None = None) -> dict[str, Any]:
     """What a method's samples, and the judge's verdicts in their manifest, depend on besides the category, the seed
     and the count: the key of its synthetic folder. Each method is keyed on what it calls, so a new prompt writer
-    redoes the agent alone and a new mask tool redoes every method."""
+    redoes the agent alone and a new mask tool redoes every method. The agent's attempts are those ``synth`` gives
+    the category (one where the judge fails its self-check on a plant's own defects)."""
     tools = profile["tools"]
     if method == "agent":
+        from ..synth import loop_attempts
+
+        if category is not None:
+            max_attempts = loop_attempts(profile, [category], max_attempts)[category]
         return {"profile": profile, "max_attempts": max_attempts, **_atlas_files(profile, tools)}
     used = {"mask_gen": tools["mask_gen"], "quality_eval": tools["quality_eval"]}
     if method == "open-loop":
