@@ -56,8 +56,8 @@ def check_command(atlas_file: Path) -> None:
     except AtlasError as e:
         raise click.ClickException(str(e)) from None
     if result.leave_out:
-        raise click.ClickException(f"{atlas_file} leaves each category out (built with --leave-category-out): the judge "
-                                   "of a category never reads its own defects, so there is nothing to check")
+        raise click.ClickException(f"{atlas_file} leaves each category out (built with --leave-category-out): the "
+                                   "judge of a category never reads its own defects, so there is nothing to check")
     _print_checks(result)
 
 

@@ -36,14 +36,29 @@ def test_self_check_measures_the_judge_on_the_categorys_own_defects_leave_one_ou
 
 
 def test_each_real_defect_is_judged_without_itself():
-    """A category with a single real defect of its type: judged against itself it would be perfectly typical;
-    left out it is judged against the other categories' defects of the kind, as a new defect would be."""
+    """Five real defects of a type, one of them 30x larger than the other four: judged among all five (itself
+    included) it is inside the real range and passes; left out, as a new defect would be, it is far beyond the other
+    four and fails. A category with one defect and no bad edits has nothing to measure trust on."""
+    from local_agent.tools.calibrated_judge import judged_rows, tail_scores
+
     shipped = Atlas.load()
-    one = next(r for r in shipped.rows if r["category"] == "screw")
     others = [r for r in shipped.rows if r["category"] != "screw"]
-    atlas = Atlas(others + [{**one, "area_frac_object": 0.9, "area_frac_image": 0.5}], shipped.sources, {})
-    check = self_check(atlas, "screw")
-    assert check.n_real == 1 and check.real_pass == 0.0 and check.n_bad == 0 and not check.trusted
+    base = [r for r in shipped.rows if r["category"] == "screw" and r["type"] == "scratch_head"][:5]
+    mine = [dict(r) for r in base]
+    mine[0].update(area_frac_object=30 * mine[0]["area_frac_object"], area_frac_image=30 * mine[0]["area_frac_image"])
+    atlas = Atlas(others + mine, shipped.sources, {})
+    rows, object_rows = judged_rows(atlas, "screw", "scratch_head")
+    assert len(rows) == 5
+    location, quality, _ = tail_scores(mine[0], rows, object_rows, False)
+    assert location >= 4 and quality >= 4                       # with itself among the five: typical
+    plain = self_check(Atlas(others + base, shipped.sources, {}), "screw")
+    big = self_check(atlas, "screw")
+    assert big.n_real == plain.n_real == 5
+    assert big.real_pass == pytest.approx(plain.real_pass - 0.2)     # left out, it fails
+
+    one = Atlas(others + base[:1], shipped.sources, {})
+    check = self_check(one, "screw")
+    assert check.n_real == 1 and check.n_bad == 0 and not check.trusted and "no bad edits" in check.words()
 
 
 def test_synth_refines_only_where_the_judge_passes_its_self_check(shared_data, tmp_path):

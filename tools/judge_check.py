@@ -28,7 +28,8 @@ TRUST_BAD_FAIL = 0.7
 
 @dataclass(frozen=True)
 class SelfCheck:
-    """The judge's validity on one category's own real defects (leave-one-out)."""
+    """The judge's validity on one category's own real defects (leave-one-out). Untrusted when there is nothing to
+    measure it on (no bad edits: an atlas built before they were): the loop then makes open-loop's samples."""
 
     category: str
     real_pass: float     # share of the category's real defects the judge passes
@@ -42,9 +43,11 @@ class SelfCheck:
             self.real_pass >= TRUST_REAL_PASS and self.bad_fail >= TRUST_BAD_FAIL)
 
     def words(self) -> str:
+        bad = (f"fails {100 * self.bad_fail:.0f} % of {self.n_bad} bad edits of them" if self.n_bad else
+               "has no bad edits of them to fail (rebuild the atlas with `local-agent atlas build`)")
         return (f"{self.category}: the judge passes {100 * self.real_pass:.0f} % of its {self.n_real} own real "
-                f"defects and fails {100 * self.bad_fail:.0f} % of {self.n_bad} bad edits of them (leave-one-out; "
-                f"the loop needs {100 * TRUST_REAL_PASS:.0f} % and {100 * TRUST_BAD_FAIL:.0f} %)")
+                f"defects and {bad} (leave-one-out; the loop needs {100 * TRUST_REAL_PASS:.0f} % and "
+                f"{100 * TRUST_BAD_FAIL:.0f} %)")
 
 
 def self_check(atlas: Atlas, category: str, pass_location: int = 4, pass_quality: int = 4) -> SelfCheck | None:
