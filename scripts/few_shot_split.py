@@ -2,8 +2,8 @@
 
     python scripts/few_shot_split.py ../shared/data/mvtec/grid ../shared/data/mvtec/screw --shots 5 --out fewshot
 
-For each MVTec-layout category folder C, ``--shots`` real defects per type (drawn with a fixed seed) become the
-plant's defects and leave the test set:
+For each MVTec-layout category folder C, ``--shots`` real defects per type (drawn with a fixed seed, ``--draw``;
+7 is stop 23's split) become the plant's defects and leave the test set:
 
 - ``OUT/test_sets/C``: the category with those defects removed from ``test/`` and ``ground_truth/`` (symbolic links
   to the original files, so nothing is copied); every method is scored on it;
@@ -37,14 +37,14 @@ def link(src: Path, dst: Path) -> None:
         os.symlink(src.resolve(), dst)
 
 
-def split(root: Path, shots: int, out: Path) -> None:
+def split(root: Path, shots: int, out: Path, draw: int = 7) -> None:
     category = read_category(root)
     name = category.name
     link(root / "train", out / "test_sets" / name / "train")
     link(root / "test" / "good", out / "test_sets" / name / "test" / "good")
     for t in category.anomaly_types:
         items = [i for i in category.test if i.anomaly_type == t]
-        picked = set(np.random.default_rng([7, len(items)]).choice(len(items), min(shots, len(items)),
+        picked = set(np.random.default_rng([draw, len(items)]).choice(len(items), min(shots, len(items)),
                                                                    replace=False).tolist())
         for k, item in enumerate(items):
             dest = out / ("shots" if k in picked else "test_sets") / name
@@ -64,10 +64,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("categories", nargs="+", type=Path)
     ap.add_argument("--shots", type=int, default=5, help="real defects per type given to the plant's atlas")
+    ap.add_argument("--draw", type=int, default=7, help="seed of the draw (7: stop 23's split; others replicate it)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     for root in args.categories:
-        split(root, args.shots, args.out)
+        split(root, args.shots, args.out, args.draw)
 
 
 if __name__ == "__main__":
