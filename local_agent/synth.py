@@ -478,8 +478,9 @@ def loop_attempts(profile: dict[str, Any], categories: list[str], max_attempts: 
         if check is not None and not check.trusted:
             out[category] = 1
             if warnings is not None:
-                warnings.append(f"{check.words()}: one attempt per sample, no refinement "
-                                "(tools.quality_eval.trust: always refines anyway)")
+                warnings.append(f"{check.words()}: one attempt per sample, no refinement, and its pass or fail "
+                                "(test/ or failed/) is only advisory there (tools.quality_eval.trust: always refines "
+                                "anyway)")
     return out
 
 
