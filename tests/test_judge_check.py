@@ -108,8 +108,16 @@ def _shipped_path() -> str:
     return str(default_path())
 
 
-def test_a_bad_trust_option_is_named():
+def test_bad_options_are_named():
+    from local_agent.profile import load_profile
+    from local_agent.synth import SynthError, loop_attempts
     from local_agent.tools.calibrated_judge import CalibratedJudge
 
     with pytest.raises(ValueError, match="trust"):
         CalibratedJudge(trust="sometimes")
+    profile = load_profile()
+    for option, value in (("trust", "sometimes"), ("pass_location", "high")):
+        bad = {**profile, "tools": {**profile["tools"], "quality_eval": {**profile["tools"]["quality_eval"],
+                                                                         option: value}}}
+        with pytest.raises(SynthError, match=f"tools.quality_eval.{option}"):
+            loop_attempts(bad, ["grid"], 3)

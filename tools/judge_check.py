@@ -60,7 +60,7 @@ def self_check(atlas: Atlas, category: str, pass_location: int = 4, pass_quality
     if not real:
         return None
     bad = [c for c in atlas.counterfeits if _norm(c["category"]) == cat]
-    rows_of = {}   # image key -> the atlas without that image's defect
+    rows_of: dict[str, Atlas] = {}   # image key -> the atlas without that image's defect
 
     def passes(m: dict[str, Any]) -> bool:
         image = m.get("image")
@@ -82,11 +82,13 @@ def judge_self_check(quality_eval: dict[str, Any], category: str) -> SelfCheck |
     trust = str(quality_eval.get("trust", "auto"))
     if trust not in TRUST_CHOICES:
         raise ValueError(f"tools.quality_eval.trust: {trust!r} is not one of {', '.join(TRUST_CHOICES)}")
-    # an atlas that cannot be read raises AtlasError, naming the file
     if (quality_eval.get("backend") != "calibrated" or trust == "always"
             or quality_eval.get("decide", "tails") != "tails"):
         return None
+    try:
+        marks = int(quality_eval.get("pass_location", 4)), int(quality_eval.get("pass_quality", 4))
+    except (TypeError, ValueError):
+        raise ValueError("tools.quality_eval.pass_location and pass_quality must be whole numbers (0-5)") from None
     path = quality_eval.get("atlas")
-    atlas = Atlas.load(Path(path) if path and path != "default" else None)
-    return self_check(atlas, category, int(quality_eval.get("pass_location", 4)),
-                      int(quality_eval.get("pass_quality", 4)))
+    atlas = Atlas.load(Path(path) if path and path != "default" else None)   # AtlasError names an unreadable file
+    return self_check(atlas, category, *marks)
