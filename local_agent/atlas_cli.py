@@ -47,8 +47,8 @@ def build_command(dirs: tuple[Path, ...], out: Path, leave_category_out: bool) -
 @click.argument("atlas_file", type=click.Path(path_type=Path))
 def check_command(atlas_file: Path) -> None:
     """How far the calibrated judge can be trusted on each category of a plant's atlas: the share of the category's
-    own real defects it passes and of bad edits of them it fails, leave-one-out. The loop refines only where both
-    reach 70 %; elsewhere synth makes one attempt per sample."""
+    own real defects it passes and of bad edits of them it fails, leave-one-out. Trusted where both reach 70 %; with
+    `tools.quality_eval.trust: auto` synth refines only there."""
     from .tools.atlas import Atlas, AtlasError
 
     try:
@@ -69,5 +69,5 @@ def _print_checks(result: "Atlas") -> None:  # noqa: F821 (imported lazily: `--h
     for category in result.categories:
         check = self_check(result, category)
         if check is not None:
-            verdict = "the loop refines" if check.trusted else "one attempt per sample, no refinement"
+            verdict = "trusted" if check.trusted else "not trusted (with trust: auto, one attempt per sample)"
             out.print(f"{check.words()}: {verdict}", markup=False)

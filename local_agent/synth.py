@@ -462,9 +462,9 @@ def synthesize(inputs: list[Path], anomaly_types: list[str], out: Path, n: int =
 
 def loop_attempts(profile: dict[str, Any], categories: list[str], max_attempts: int,
                   warnings: list[str] | None = None) -> dict[str, int]:
-    """Attempts per category: ``max_attempts``, or one (no refinement) where the judge fails its self-check on the
-    plant's own defects (``tools.judge_check``: refining toward a judge that cannot tell them from bad edits selects
-    against real-looking defects). The reason goes to ``warnings``."""
+    """Attempts per category: ``max_attempts``, or, with ``tools.quality_eval.trust: auto``, one (no refinement) where
+    the judge fails its self-check on the plant's own defects (``tools.judge_check``: a judge that cannot tell them
+    from bad edits may steer the loop away from real-looking defects). The reason goes to ``warnings``."""
     from .tools.atlas import AtlasError
     from .tools.judge_check import judge_self_check
 
@@ -478,9 +478,8 @@ def loop_attempts(profile: dict[str, Any], categories: list[str], max_attempts: 
         if check is not None and not check.trusted:
             out[category] = 1
             if warnings is not None:
-                warnings.append(f"{check.words()}: one attempt per sample, no refinement, and its pass or fail "
-                                "(test/ or failed/) is only advisory there (tools.quality_eval.trust: always refines "
-                                "anyway)")
+                warnings.append(f"{check.words()}: with tools.quality_eval.trust: auto, one attempt per sample, no "
+                                "refinement, and its pass or fail (test/ or failed/) is only advisory there")
     return out
 
 

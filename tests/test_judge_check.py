@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from categories import small_category
 from click.testing import CliRunner
 
@@ -61,9 +62,10 @@ def test_each_real_defect_is_judged_without_itself():
     assert check.n_real == 1 and check.n_bad == 0 and not check.trusted and "no bad edits" in check.words()
 
 
-def test_synth_refines_only_where_the_judge_passes_its_self_check(shared_data, tmp_path):
-    """A plant atlas whose judge cannot fail grid's bad edits: synth says why in one line and makes one attempt per
-    sample; ``trust: always`` refines anyway; evaluate's key of the agent's samples says one attempt."""
+def test_with_trust_auto_synth_refines_only_where_the_judge_passes_its_self_check(shared_data, tmp_path):
+    """A plant atlas whose judge cannot fail grid's bad edits, and ``trust: auto``: synth says why in one line and
+    makes one attempt per sample; evaluate's key of the agent's samples says one attempt. The default (``always``)
+    refines as before."""
     from local_agent.evaluation.synthesis import synthesis_inputs
     from local_agent.profile import load_profile, with_atlas
     from local_agent.synth import loop_attempts
@@ -71,23 +73,30 @@ def test_synth_refines_only_where_the_judge_passes_its_self_check(shared_data, t
     grid = small_category(shared_data, tmp_path / "data", "grid", 2)
     _plant(fakes_like_reals="grid").save(tmp_path / "fooled.json")
     _plant().save(tmp_path / "plant.json")
-    profile = with_atlas(load_profile(), tmp_path / "fooled.json")
+    default = with_atlas(load_profile(), tmp_path / "fooled.json")
+    profile = _trust(default, "auto")
     warnings: list[str] = []
     assert loop_attempts(profile, ["grid", "widget"], 3, warnings) == {"grid": 1, "widget": 3}
     assert len(warnings) == 1 and warnings[0].startswith("grid: the judge passes") and "one attempt" in warnings[0]
-    always = {**profile, "tools": {**profile["tools"], "quality_eval": {**profile["tools"]["quality_eval"],
-                                                                         "trust": "always"}}}
-    assert loop_attempts(always, ["grid"], 3) == {"grid": 3}
-    assert loop_attempts(with_atlas(load_profile(), tmp_path / "plant.json"), ["grid"], 3) == {"grid": 3}
+    assert loop_attempts(default, ["grid"], 3) == loop_attempts(_trust(default, "always"), ["grid"], 3) == {"grid": 3}
+    trusted = _trust(with_atlas(load_profile(), tmp_path / "plant.json"), "auto")
+    assert loop_attempts(trusted, ["grid"], 3) == {"grid": 3}
     assert synthesis_inputs("agent", profile, None, 3, "grid")["max_attempts"] == 1
     assert synthesis_inputs("agent", profile, None, 3, "widget")["max_attempts"] == 3
+    assert synthesis_inputs("agent", default, None, 3, "grid")["max_attempts"] == 3
+    (tmp_path / "auto.yaml").write_text(yaml.safe_dump(profile))
 
     r = CliRunner().invoke(main, ["synth", str(grid), "--type", "bent", "--n", "2", "--no-trajectories",
-                                  "--out", str(tmp_path / "out"), "--atlas", str(tmp_path / "fooled.json")])
+                                  "--out", str(tmp_path / "out"), "--profile", str(tmp_path / "auto.yaml")])
     assert r.exit_code == 0, r.output
     assert "grid: the judge passes" in r.output and "one attempt per sample" in r.output
     records = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(rec["attempts"] == 1 for rec in records)
+
+
+def _trust(profile: dict, trust: str) -> dict:
+    return {**profile, "tools": {**profile["tools"], "quality_eval": {**profile["tools"]["quality_eval"],
+                                                                      "trust": trust}}}
 
 
 def test_atlas_check_command(tmp_path):
@@ -96,8 +105,8 @@ def test_atlas_check_command(tmp_path):
     assert r.exit_code == 0, r.output
     lines = {line.split(":")[0]: line for line in r.output.strip().splitlines()}
     assert set(lines) == set(Atlas.load().categories)
-    assert lines["grid"].endswith("one attempt per sample, no refinement")
-    assert lines["screw"].endswith("the loop refines")
+    assert lines["grid"].endswith("not trusted (with trust: auto, one attempt per sample)")
+    assert lines["screw"].endswith(": trusted")
     r = CliRunner().invoke(main, ["atlas", "check", _shipped_path()])
     assert r.exit_code == 1 and "leave-category-out" in r.output and "Traceback" not in r.output
 
@@ -117,7 +126,7 @@ def test_bad_options_are_named():
         CalibratedJudge(trust="sometimes")
     profile = load_profile()
     for option, value in (("trust", "sometimes"), ("pass_location", "high")):
-        bad = {**profile, "tools": {**profile["tools"], "quality_eval": {**profile["tools"]["quality_eval"],
-                                                                         option: value}}}
+        bad = _trust(profile, "auto")
+        bad["tools"]["quality_eval"][option] = value
         with pytest.raises(SynthError, match=f"tools.quality_eval.{option}"):
             loop_attempts(bad, ["grid"], 3)

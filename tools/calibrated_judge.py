@@ -55,9 +55,9 @@ SCORE_STEPS = ((0.05, 5), (0.02, 4), (0.005, 3), (0.001, 2), (1e-4, 1))
 LEARNED_MEASURES = (*LOCATION_MEASURES, *QUALITY_MEASURES, "roughness")
 LEARNED_C = 1.0
 DECIDERS = ("tails", "learned")
-# ``trust``: ``auto`` lets the loop refine a category only when the judge passes its self-check on the plant's own
-# defects (``judge_check``); ``always`` refines regardless.
-TRUST_CHOICES = ("auto", "always")
+# ``trust``: ``always`` (default) lets the loop refine on every category; ``auto`` only where the judge passes its
+# self-check on the plant's own defects (``judge_check``; measured in docs/synthesis.md, stop 24: it did not replicate).
+TRUST_CHOICES = ("always", "auto")
 
 
 def tail_probability(values: np.ndarray, x: float, measure: str) -> float:
@@ -211,7 +211,7 @@ class CalibratedJudge:
     """Scores an attempt by how typical its measures are among real defects of its kind (the atlas)."""
 
     def __init__(self, atlas: str | None = None, pass_location: int = 4, pass_quality: int = 4,
-                 outside_change: float = 4.0, on_object: float = 0.0, decide: str = "tails", trust: str = "auto"):
+                 outside_change: float = 4.0, on_object: float = 0.0, decide: str = "tails", trust: str = "always"):
         if decide not in DECIDERS:
             raise ValueError(f"quality_eval decide: {decide!r} is not one of {', '.join(DECIDERS)}")
         if trust not in TRUST_CHOICES:   # read by synth (judge_check.judge_self_check), checked here with the rest

@@ -12,6 +12,10 @@ the atlas without the defect it was made from. Measures only, no image: a fracti
 It checks the tails decider (the default). The label-agreement rule (a feature change outside the mask) needs images
 and can only add failures. The bar, 70 % of real defects passed and 70 % of bad edits failed, is the validity
 target set for the judge in issue 14, not tuned on any category.
+
+With ``tools.quality_eval.trust: auto`` synth refines a category only where the judge passes this check. It is not
+the default: designed on one draw of the five-shot split, it did not replicate on a second draw, where the loop it
+stopped paid on ball_screw (docs/synthesis.md, stop 24). ``local-agent atlas check`` prints it either way.
 """
 from __future__ import annotations
 
@@ -77,9 +81,10 @@ def self_check(atlas: Atlas, category: str, pass_location: int = 4, pass_quality
 
 
 def judge_self_check(quality_eval: dict[str, Any], category: str) -> SelfCheck | None:
-    """``self_check`` of the judge a profile's ``tools.quality_eval`` configures, for ``category``; None when it is
-    not the calibrated tails judge, when ``trust: always``, or when its atlas holds none of the category's defects."""
-    trust = str(quality_eval.get("trust", "auto"))
+    """``self_check`` of the judge a profile's ``tools.quality_eval`` configures, for ``category``, when the profile
+    asks the loop to depend on it (``trust: auto``); None when it does not (``always``, the default), when it is not
+    the calibrated tails judge, or when its atlas holds none of the category's defects."""
+    trust = str(quality_eval.get("trust", "always"))
     if trust not in TRUST_CHOICES:
         raise ValueError(f"tools.quality_eval.trust: {trust!r} is not one of {', '.join(TRUST_CHOICES)}")
     if (quality_eval.get("backend") != "calibrated" or trust == "always"
