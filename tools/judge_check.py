@@ -50,7 +50,7 @@ class SelfCheck:
         bad = (f"fails {100 * self.bad_fail:.0f} % of {self.n_bad} bad edits of them" if self.n_bad else
                "has no bad edits of them to fail (rebuild the atlas with `local-agent atlas build`)")
         return (f"{self.category}: the judge passes {100 * self.real_pass:.0f} % of its {self.n_real} own real "
-                f"defects and {bad} (leave-one-out; the loop needs {100 * TRUST_REAL_PASS:.0f} % and "
+                f"defects and {bad} (leave-one-out; trusted from {100 * TRUST_REAL_PASS:.0f} % and "
                 f"{100 * TRUST_BAD_FAIL:.0f} %)")
 
 
