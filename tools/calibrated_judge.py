@@ -56,7 +56,7 @@ LEARNED_MEASURES = (*LOCATION_MEASURES, *QUALITY_MEASURES, "roughness")
 LEARNED_C = 1.0
 DECIDERS = ("tails", "learned")
 # ``trust``: ``always`` (default) lets the loop refine on every category; ``auto`` only where the judge passes its
-# self-check on the plant's own defects (``judge_check``; measured in docs/synthesis.md, stop 24: it did not replicate).
+# self-check on the plant's own defects (``judge_check``; docs/synthesis.md, stop 24: it did not replicate).
 TRUST_CHOICES = ("always", "auto")
 
 

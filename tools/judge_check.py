@@ -14,8 +14,8 @@ and can only add failures. The bar, 70 % of real defects passed and 70 % of bad 
 target set for the judge in issue 14, not tuned on any category.
 
 With ``tools.quality_eval.trust: auto`` synth refines a category only where the judge passes this check. It is not
-the default: designed on one draw of the five-shot split, it did not replicate on a second draw, where the loop it
-stopped paid on ball_screw (docs/synthesis.md, stop 24). ``local-agent atlas check`` prints it either way.
+the default: designed on one draw of the five-shot split, it did not replicate on two fresh draws, where the loop it
+stopped paid most on ball_screw (docs/synthesis.md, stop 24). ``local-agent atlas check`` prints it either way.
 """
 from __future__ import annotations
 
