@@ -25,8 +25,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .catalog import KNOWN_TYPES
-from .images import (ImageRejected, IMAGE_SUFFIXES, broken_links, list_images, load_image, save_mask_atomic,
-                     save_png_atomic)
+from .images import (ImageRejected, IMAGE_SUFFIXES, atomic_write_bytes, broken_links, encode_png, list_images,
+                     load_image, save_mask_atomic, save_png_atomic)
 from .outputs import (UnsafePath, append_record, check_record_file, inside, read_records, remove_replaced, renamed,
                       safe_name, write_records)
 from .report import write_report
@@ -330,6 +330,7 @@ def run_job(job: Job, out: str, max_attempts: int, save_trajectory: bool = True)
     final = episode.final_index
     mask = ws.masks.get(final) if final else None
     passed = episode.passed
+    final_png: bytes | None = None
     record.update(status="passed" if passed else "failed", passed=passed, note=loaded.note,
                   prompts=[ws.prompts[i] for i in sorted(ws.prompts)], scores=episode.scores(),
                   attempts=len(episode.attempts), final_image_index=final,
@@ -344,7 +345,8 @@ def run_job(job: Job, out: str, max_attempts: int, save_trajectory: bool = True)
             image_rel = f"{cat_dir}/{sub}/{type_dir}/{job.stem}.png"
             mask_rel = (f"{cat_dir}/ground_truth/{type_dir}/{job.stem}_mask.png" if passed
                         else f"{cat_dir}/failed/{type_dir}/{job.stem}_mask.png")
-            put(image_rel, save_png_atomic, ws.images[final - 1], loaded.grayscale)
+            final_png = encode_png(ws.images[final - 1], loaded.grayscale)   # also the trajectory's, encoded once
+            put(image_rel, atomic_write_bytes, final_png)
             put(mask_rel, save_mask_atomic, mask)
             record.update(image=image_rel, mask=mask_rel, anomaly_ratio=round(float(mask.mean()), 5))
             thumbs = f"report_files/{cat_dir}/{type_dir}/{job.stem}"
@@ -357,7 +359,9 @@ def run_job(job: Job, out: str, max_attempts: int, save_trajectory: bool = True)
                 old.unlink(missing_ok=True)
             files = {1: job.source}
             for k in range(2, len(ws.images) + 1):
-                files[k] = put(f"{traj}_img{k}.png", save_png_atomic, ws.images[k - 1], loaded.grayscale)
+                rel = f"{traj}_img{k}.png"
+                files[k] = (put(rel, atomic_write_bytes, final_png) if k == final and final_png is not None
+                            else put(rel, save_png_atomic, ws.images[k - 1], loaded.grayscale))
             record["trajectory"] = put(f"{traj}.json", save_json_atomic, episode.to_record(files))
     except (OSError, UnsafePath) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

@@ -70,6 +70,28 @@ def test_backbone_is_the_pretrained_imagenet_network(shared_data):
     assert probs.max(1).values.mean() > 0.05                   # 50x the uniform 0.001
 
 
+def test_same_padding_matches_tensorflow_on_odd_and_even_sizes():
+    """SameConv lets the convolution pad itself when TF 'SAME' is symmetric; the result must equal the explicit
+    pad (extra pixel bottom/right) that the converted weights expect, on every size and stride."""
+    import math
+
+    import torch
+    from torch.nn import functional as F
+
+    from local_agent.inspection.backbone import SameConv
+
+    torch.manual_seed(0)
+    for kernel, stride in ((1, 1), (3, 1), (3, 2), (5, 1), (5, 2)):
+        conv = SameConv(4, 6, kernel, stride=stride, bias=False)
+        for side in (16, 17, 32, 33):
+            x = torch.randn(2, 4, side, side + 1)
+            ih, iw = x.shape[-2:]
+            ph = max((math.ceil(ih / stride) - 1) * stride + kernel - ih, 0)
+            pw = max((math.ceil(iw / stride) - 1) * stride + kernel - iw, 0)
+            ref = F.conv2d(F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2]), conv.weight, None, stride)
+            assert torch.allclose(conv(x), ref, atol=1e-6), (kernel, stride, side)
+
+
 def test_build_rejects_a_folder_without_enough_normals(tmp_path, shared_data):
     from local_agent.inspection.gallery import GalleryError
 

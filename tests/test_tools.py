@@ -106,6 +106,22 @@ def test_mask_ignores_a_global_shift_and_tint(grid_image):
     assert 0.004 < mask.mean() < 0.02
 
 
+def test_difference_map_cache_gives_fresh_copies(grid_image):
+    """The painter, the judge and the mask tool share one difference map per (normal, attempt) pair; a caller that
+    changes its copy must not change what the next caller gets."""
+    from local_agent.tools.imaging import _difference_map, difference_map
+
+    edited = grid_image.copy()
+    edited[100:120, 100:140] = 255
+    first = difference_map(grid_image, edited)
+    assert np.array_equal(first, _difference_map(grid_image, edited))
+    first[:] = -1
+    assert np.array_equal(difference_map(grid_image, edited), _difference_map(grid_image, edited))
+    other = edited.copy()
+    other[0:10, 0:10] = 0
+    assert not np.array_equal(difference_map(grid_image, other), difference_map(grid_image, edited))
+
+
 def test_profile_errors_are_one_line(tmp_path):
     from local_agent.profile import ProfileError
 

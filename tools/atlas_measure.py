@@ -15,6 +15,7 @@ distance of a normal patch to its nearest normal patch outside its own 5x5 neigh
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -149,12 +150,19 @@ class NormalFeatures:
         h, w, d = f.shape
         flat = f.reshape(-1, d)
         dist = _pairwise(flat, flat)
-        yy, xx = np.divmod(np.arange(h * w), w)
-        near = (np.abs(yy[:, None] - yy[None]) <= SELF_EXCLUDE) & (np.abs(xx[:, None] - xx[None]) <= SELF_EXCLUDE)
-        dist[near] = np.inf
+        dist[_near_cells(h, w)] = np.inf
         nn = dist.min(axis=1)
         spread = float(np.median(nn[np.isfinite(nn)])) if np.isfinite(nn).any() else 1.0
         return cls(f, max(spread, 1e-6))
+
+
+@functools.lru_cache(maxsize=4)
+def _near_cells(h: int, w: int) -> np.ndarray:
+    """(h*w, h*w): which patch pairs are too close to count as another place (one per grid size, reused)."""
+    yy, xx = np.divmod(np.arange(h * w), w)
+    near = (np.abs(yy[:, None] - yy[None]) <= SELF_EXCLUDE) & (np.abs(xx[:, None] - xx[None]) <= SELF_EXCLUDE)
+    near.flags.writeable = False
+    return near
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -273,10 +281,11 @@ def code_fingerprint() -> str:
     parts = [CODE_VERSION, ",".join(MEASURES), ",".join(trajectories.FAILURE_MODES), str(COUNTERFEIT_SEED)]
     for fn in (atlas_kind, shape_measures, ring_around, look_measures, NormalFeatures, _pairwise, patch_cover,
                edited_features, feature_distance, measure, real_pair, measure_sample, measure_attempt,
-               counterfeit_rows, _rounded, imaging.difference_mask, imaging.difference_map,
-               imaging.align_to, imaging.clean_mask, imaging.foreground_mask, imaging._grabcut_foreground,
-               imaging.elongation, trajectories.reconstruct_normal, trajectories.load_mask, backbone.patch_features,
-               kind_of, trajectories.make_failure, trajectories.sample_seed):
+               counterfeit_rows, _rounded, _near_cells, imaging.difference_mask, imaging.difference_map,
+               imaging._difference_map, imaging.align_to, imaging.clean_mask, imaging.foreground_mask,
+               imaging._grabcut_foreground, imaging.elongation, trajectories.reconstruct_normal,
+               trajectories.load_mask, backbone.patch_features, backbone.SameConv, backbone.MBConv,
+               backbone.EfficientNetLite0.stages, kind_of, trajectories.make_failure, trajectories.sample_seed):
         parts.append(inspect.getsource(fn))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 

@@ -5,6 +5,8 @@ at 256x256, so the embedded tools stay fast enough for a closed loop on a CPU.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -31,11 +33,25 @@ def align_to(reference: np.ndarray, moving: np.ndarray, min_shift: float = 0.5) 
     return cv2.warpAffine(moving, m, (a.shape[1], a.shape[0]), borderMode=cv2.BORDER_REFLECT)
 
 
+_DIFF_CACHE: dict[tuple[Any, ...], np.ndarray] = {}
+
+
 def difference_map(normal: np.ndarray, edited: np.ndarray) -> np.ndarray:
     """Per-pixel colour difference in CIELAB (ΔE-like units), after alignment and a global colour offset.
 
     The median offset is removed so that a global tint from a diffusion VAE is not read as a defect.
+    Cached for the last few pairs: the painter, the judge (twice) and the mask tool all ask for the same
+    (normal, attempt) pair, and the map is about a tenth of a closed-loop attempt's time.
     """
+    key = (hash(normal.tobytes()), hash(edited.tobytes()), normal.shape, edited.shape, normal.dtype, edited.dtype)
+    if key not in _DIFF_CACHE:
+        if len(_DIFF_CACHE) > 8:
+            _DIFF_CACHE.clear()
+        _DIFF_CACHE[key] = _difference_map(normal, edited)
+    return _DIFF_CACHE[key].copy()
+
+
+def _difference_map(normal: np.ndarray, edited: np.ndarray) -> np.ndarray:
     edited = align_to(normal, edited)
     d = to_lab(edited) - to_lab(normal)
     d -= np.median(d.reshape(-1, 3), axis=0)
