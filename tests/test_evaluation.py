@@ -282,6 +282,30 @@ def tiny_config(tmp_path: Path, **kw):
                       weights_dir=str(tmp_path / "no-weights"), **kw)
 
 
+def test_detector_training_flushes_denormals_only_while_it_trains():
+    """Flushed while the decoder trains (ten times faster where tiny gradients go denormal), off again afterwards
+    (the judge's features elsewhere in the process keep full precision); the key says which numerics a run had."""
+    from dataclasses import replace
+
+    import torch
+
+    from local_agent.evaluation.segmentation import SegConfig, train_decoder
+
+    seen = []
+    tiny = torch.tensor([1e-39])
+    feats = [torch.zeros(2, c, s, s) for c, s in ((24, 16), (40, 8), (112, 4))]
+    config = SegConfig(side=64, width=4, steps=2, batch=4)
+    train_decoder(feats, np.zeros((2, 64, 64), bool), feats, config, 0, lambda k: seen.append(float(tiny * 1.0)))
+    assert seen == [0.0, 0.0]
+    assert float(tiny * 1.0) > 0.0
+    seen.clear()
+    train_decoder(feats, np.zeros((2, 64, 64), bool), feats, replace(config, flush_denormals=False), 0,
+                  lambda k: seen.append(float(tiny * 1.0)))
+    assert all(v > 0.0 for v in seen)
+    assert SegConfig().to_dict()["flush_denormals"] is True
+    assert "flush_denormals" not in SegConfig(flush_denormals=False).to_dict()   # the key of runs cached before
+
+
 def test_several_detectors_retrain_the_run_and_keep_its_samples(shared_data, tmp_path):
     from dataclasses import replace
 

@@ -40,11 +40,14 @@ class SegConfig:
     anomaly_fraction: float = 0.5   # share of each batch drawn from the synthetic anomalies
     smoothing_sigma: float = 4.0    # Gaussian smoothing of the anomaly map (at the mask's resolution)
     detectors: int = 1              # decoders per run, their maps averaged (see detector_seed)
+    flush_denormals: bool = True    # while training (see train_decoder); False repeats runs cached before it
 
     def to_dict(self) -> dict:
         d = {**asdict(self), "encoder": ENCODER_NAME}
         if self.detectors == 1:     # absent at the default, so runs cached before the option keep their key
             d.pop("detectors")
+        if not self.flush_denormals:
+            d.pop("flush_denormals")    # the numbers of runs cached before it: their key too
         return d
 
 
@@ -123,7 +126,23 @@ def train_decoder(anomalies: Features, anomaly_masks: np.ndarray, normals: Featu
     with a generator seeded by ``seed``. The loss is taken at the mask's full resolution (logits upsampled), so a
     one-pixel scratch still counts. No augmentation: features are computed once per image, and the ImageNet encoder
     is already robust to the small photometric changes the old from-scratch UNet needed jitter for.
+
+    Denormal floats are flushed to zero while it trains (``config.flush_denormals``): where the synthetic defects
+    are small, the gradients of the many far-negative logits sink into the denormal range, which this CPU computes
+    about ten times slower. Side by side, ball_screw's 300 steps took 49 s flushed against 167 s; pixel AP moved by
+    0.01 points. torch has no getter for the switch, so it is turned off again afterwards.
     """
+    if not config.flush_denormals:
+        return _train(anomalies, anomaly_masks, normals, config, seed, progress)
+    torch.set_flush_denormal(True)
+    try:
+        return _train(anomalies, anomaly_masks, normals, config, seed, progress)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train(anomalies: Features, anomaly_masks: np.ndarray, normals: Features, config: SegConfig, seed: int,
+           progress: Callable[[int], None] | None) -> tuple[Decoder, list[float]]:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = Decoder(config.width)
