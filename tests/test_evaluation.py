@@ -283,7 +283,7 @@ def tiny_config(tmp_path: Path, **kw):
 
 
 def test_detector_training_flushes_denormals_only_while_it_trains():
-    """Flushed while the decoder trains (ten times faster where tiny gradients go denormal), off again afterwards
+    """Flushed while the decoder trains (ball_screw: 3.4x faster, its tiny gradients go denormal), off again after
     (the judge's features elsewhere in the process keep full precision); the key says which numerics a run had."""
     from dataclasses import replace
 
