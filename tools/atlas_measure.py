@@ -282,7 +282,7 @@ def code_fingerprint() -> str:
     for fn in (atlas_kind, shape_measures, ring_around, look_measures, NormalFeatures, _pairwise, patch_cover,
                edited_features, feature_distance, measure, real_pair, measure_sample, measure_attempt,
                counterfeit_rows, _rounded, _near_cells, imaging.difference_mask, imaging.difference_map,
-               imaging._difference_map, imaging.align_to, imaging.clean_mask, imaging.foreground_mask,
+               imaging._difference_map, imaging._recall, imaging.align_to, imaging.clean_mask, imaging.foreground_mask,
                imaging._grabcut_foreground, imaging.elongation, trajectories.reconstruct_normal,
                trajectories.load_mask, backbone.patch_features, backbone.SameConv, backbone.MBConv,
                backbone.EfficientNetLite0.stages, kind_of, trajectories.make_failure, trajectories.sample_seed):

@@ -5,7 +5,7 @@ at 256x256, so the embedded tools stay fast enough for a closed loop on a CPU.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -33,6 +33,16 @@ def align_to(reference: np.ndarray, moving: np.ndarray, min_shift: float = 0.5) 
     return cv2.warpAffine(moving, m, (a.shape[1], a.shape[0]), borderMode=cv2.BORDER_REFLECT)
 
 
+def _recall(cache: dict[Any, np.ndarray], key: Any, compute: Callable[[], np.ndarray], size: int) -> np.ndarray:
+    """A copy of ``cache[key]``, computed first when absent; the cache is emptied once it holds more than ``size``.
+    The tools of one closed-loop attempt ask for the same map of the same images several times."""
+    if key not in cache:
+        if len(cache) > size:
+            cache.clear()
+        cache[key] = compute()
+    return cache[key].copy()
+
+
 _DIFF_CACHE: dict[tuple[Any, ...], np.ndarray] = {}
 
 
@@ -44,11 +54,7 @@ def difference_map(normal: np.ndarray, edited: np.ndarray) -> np.ndarray:
     (normal, attempt) pair, and the map is about a tenth of a closed-loop attempt's time.
     """
     key = (hash(normal.tobytes()), hash(edited.tobytes()), normal.shape, edited.shape, normal.dtype, edited.dtype)
-    if key not in _DIFF_CACHE:
-        if len(_DIFF_CACHE) > 8:
-            _DIFF_CACHE.clear()
-        _DIFF_CACHE[key] = _difference_map(normal, edited)
-    return _DIFF_CACHE[key].copy()
+    return _recall(_DIFF_CACHE, key, lambda: _difference_map(normal, edited), 8)
 
 
 def _difference_map(normal: np.ndarray, edited: np.ndarray) -> np.ndarray:
@@ -99,12 +105,7 @@ def foreground_mask(image: np.ndarray, category: str = "") -> np.ndarray:
     h, w = image.shape[:2]
     if category.lower() in TEXTURE_CATEGORIES:
         return np.ones((h, w), bool)
-    key = (hash(image.tobytes()), category.lower())
-    if key not in _FG_CACHE:
-        if len(_FG_CACHE) > 16:
-            _FG_CACHE.clear()
-        _FG_CACHE[key] = _grabcut_foreground(image)
-    return _FG_CACHE[key].copy()
+    return _recall(_FG_CACHE, (hash(image.tobytes()), category.lower()), lambda: _grabcut_foreground(image), 16)
 
 
 def _grabcut_foreground(image: np.ndarray, side: int = 80) -> np.ndarray:
