@@ -289,3 +289,31 @@ def test_a_plants_own_defects_of_the_type_are_copied_first(grid_image):
                                                               category="grid", anomaly_type="pitting")[1].mean()
                                      for s in range(6)])
     assert areas[False] > 4 * areas[True], areas
+
+
+@pytest.mark.parametrize("kind, changed", [("stain", True), ("crack", True), ("bent", False)])
+def test_texture_fill_keeps_the_defects_place_and_size_and_changes_its_look(kind, changed, grid_image,
+                                                                            shared_data):
+    """fill: texture draws DRAEM's look (a foreign texture) where the kind's own look would be: the same region and
+    contrast for the same seed, other pixels inside it; a warp keeps moving real pixels; a grey image stays grey."""
+    atlas = small_atlas(kind, 0.01, delta_e=25.0)
+    own = with_atlas(atlas)
+    dtd = with_atlas(atlas, textures=str(shared_data / "dtd"), fill="texture")
+    words = open_loop("grid", KIND_PHRASES[kind][2:])
+    a, region_a = own.edit_with_region(grid_image, words, seed=4, category="grid")
+    b, region_b = dtd.edit_with_region(grid_image, words, seed=4, category="grid")
+    assert np.array_equal(b[..., 0], b[..., 2]), "a grey image got a coloured texture"
+    iou = (region_a & region_b).sum() / (region_a | region_b).sum()
+    if not changed:
+        assert np.array_equal(a, b)
+        return
+    assert iou > 0.6, iou
+    inside = region_a & region_b
+    assert np.abs(a[inside].astype(int) - b[inside].astype(int)).mean() > 3, "the look did not change"
+    d_a, d_b = (np.median(difference_map(grid_image, x)[inside]) for x in (a, b))
+    assert 0.5 < d_b / d_a < 2.0, (d_a, d_b)   # the real defect's contrast, whatever the texture's own
+
+
+def test_an_unknown_fill_is_refused():
+    with pytest.raises(ValueError, match="option fill"):
+        ProceduralPainter(fill="paint")

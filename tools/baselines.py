@@ -306,6 +306,17 @@ def _augment_texture(tex: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return tex
 
 
+def foreign_texture(files: Sequence[Path], h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """DRAEM's anomaly source: one texture image of ``files`` picked by ``rng`` (a procedural one when there are
+    none), resized to the image and put through three of its augmentations; uint8 RGB. The painter's ``fill:
+    texture`` draws its defects' surface from the same source."""
+    if files:
+        tex = read_rgb(files[int(rng.integers(len(files)))], (w, h))
+    else:
+        tex = procedural_texture(h, w, rng)
+    return _augment_texture(tex, rng)
+
+
 class DraemTexture:
     """IG backend ``draem``: a Perlin-noise region of the image replaced by an augmented foreign texture.
 
@@ -334,11 +345,7 @@ class DraemTexture:
     def _draw(self, image: np.ndarray, rng: np.random.Generator,
               within: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         h, w = image.shape[:2]
-        if self.textures:
-            tex = read_rgb(self.textures[int(rng.integers(len(self.textures)))], (w, h))
-        else:
-            tex = procedural_texture(h, w, rng)
-        tex = _augment_texture(tex, rng)
+        tex = foreign_texture(self.textures, h, w, rng)
         mask = perlin_mask(h, w, rng, within=within)
         beta = rng.uniform(0, self.max_beta)
         m = mask[..., None].astype(np.float32)

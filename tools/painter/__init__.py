@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..imaging import clean_mask, difference_map, foreground_mask
+from ..imaging import clean_mask, difference_map, foreground_mask, keep_mode
 from .placement import choose_point, object_box
 from .render import KIND_RENDERERS, Canvas
 from .priors import apply_priors, load_atlas
@@ -131,8 +131,12 @@ def _object_body(img: np.ndarray, fg: np.ndarray) -> np.ndarray | None:
 
 def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Generator,
           jitter: bool = True, texture_field: np.ndarray | None = None,
-          behind: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+          behind: np.ndarray | None = None, surface: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``spec`` onto ``image`` (uint8 RGB). Returns the edit and the region it changed (bool).
+
+    ``surface`` (float RGB, the image's size): what the defect's area shows instead of the kind's own rendering
+    (``fill: texture``: a foreign texture blended in, DRAEM's anomaly look), then given the real defect's contrast
+    like any kind. A bend (a warp of real pixels) and a missing or broken piece (the background shows) keep theirs.
 
     ``jitter`` lets size and contrast vary around the words' values, as any generator's output does; the judge
     then catches attempts that came out too faint or too large and the agent refines the words. A spec filled
@@ -216,6 +220,8 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
         # keep the closest (a long stroke scaled up on a thin part can run off it: never keep an empty one)
         alpha, target, _ = min((tr for tr in tries if tr[2] > 0), default=tries[0],
                                key=lambda tr: abs(np.log(area_px / tr[2])))
+    if surface is not None and s.kind not in ("bent", "missing", "broken"):
+        target = surface
     if s.soft and alpha.max() > 0:  # the words ask for a gentler fade: widen the edge, keep the core's strength
         peak = alpha.max()
         alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.5, 0.06 * scale))
@@ -263,10 +269,17 @@ class ProceduralPainter:
     atlas: what the words leave open is copied from a real defect of the kind, the painted category left out) or
     an atlas file (a plant's own: one of the category's real defects of the requested type is copied when it holds
     any); ``textures`` — a folder of texture images (e.g. DTD) whose patterns give rough and broken surfaces their
-    grain; ``jitter`` — vary size and contrast around the words (no-atlas mode).
+    grain; ``jitter`` — vary size and contrast around the words (no-atlas mode); ``fill`` — ``kind`` (each kind
+    draws its own look) or ``texture`` (the defect's area shows a foreign texture of ``textures``, augmented and
+    blended as DRAEM does, at the contrast the words or the real defect give: DRAEM's look in a real defect's
+    place, size and shape).
     """
 
-    def __init__(self, jitter: bool = True, atlas: str | None = "none", textures: str | None = None):
+    def __init__(self, jitter: bool = True, atlas: str | None = "none", textures: str | None = None,
+                 fill: str = "kind"):
+        if fill not in ("kind", "texture"):
+            raise ValueError(f"option fill: expected kind or texture, got {fill!r}")
+        self.fill = fill
         self.jitter = bool(jitter)
         self.priors = load_atlas(atlas)      # an Atlas, or None; priors.for_category(category) per painted category
         self.texture_files = _texture_files(textures) if textures else []
@@ -323,6 +336,16 @@ class ProceduralPainter:
             spec = apply_priors(spec, atlas, np.random.default_rng([seed, 17]), on_object=bool(fg.mean() < 0.95),
                                 object_frac=float(fg.mean()), own=atlas.own_rows(category, anomaly_type))
         field = self.texture_field(fg.shape, np.random.default_rng([seed, 23]))
+        surface = self.surface(image, np.random.default_rng([seed, 29])) if self.fill == "texture" else None
         rng = np.random.default_rng(seed)
         return paint(image, spec, fg, rng, jitter=self.jitter, texture_field=field,
-                     behind=self.behind(image, category, fg))
+                     behind=self.behind(image, category, fg), surface=surface)
+
+    def surface(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """DRAEM's anomaly look over the whole image: (1 - β) T + β I with T an augmented foreign texture and
+        β ~ U(0, 0.8); grey for a grey image."""
+        from ..baselines import foreign_texture
+
+        tex = keep_mode(image, foreign_texture(self.texture_files, *image.shape[:2], rng))
+        beta = float(rng.uniform(0.0, 0.8))
+        return (1.0 - beta) * tex.astype(np.float32) + beta * image.astype(np.float32)
