@@ -317,3 +317,17 @@ def test_texture_fill_keeps_the_defects_place_and_size_and_changes_its_look(kind
 def test_an_unknown_fill_is_refused():
     with pytest.raises(ValueError, match="option fill"):
         ProceduralPainter(fill="paint")
+
+
+def test_texture_fill_without_a_folder_draws_from_a_fixed_procedural_bank(grid_image):
+    """No texture folder: the look comes from a bank drawn once per image size, so a sample stays a pure function of
+    (image, prompt, seed) whatever painter instance or order drew it."""
+    words = open_loop("grid", "stain")
+    first = ProceduralPainter(atlas="default", fill="texture")
+    a = [first.edit(grid_image, words, seed=s, category="grid") for s in (3, 4)]
+    b = [ProceduralPainter(atlas="default", fill="texture").edit(grid_image, words, seed=s, category="grid")
+         for s in (4, 3)][::-1]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert len(first._banks[grid_image.shape[:2]]) == ProceduralPainter.PROCEDURAL_BANK
+    plain = ProceduralPainter(atlas="default").edit(grid_image, words, seed=3, category="grid")
+    assert not np.array_equal(plain, a[0])

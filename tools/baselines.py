@@ -306,12 +306,15 @@ def _augment_texture(tex: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return tex
 
 
-def foreign_texture(files: Sequence[Path], h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """DRAEM's anomaly source: one texture image of ``files`` picked by ``rng`` (a procedural one when there are
-    none), resized to the image and put through three of its augmentations; uint8 RGB. The painter's ``fill:
-    texture`` draws its defects' surface from the same source."""
+def foreign_texture(files: Sequence[Path], h: int, w: int, rng: np.random.Generator,
+                    bank: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """DRAEM's anomaly source: one texture image of ``files`` picked by ``rng`` (else one of ``bank``, else a new
+    procedural one), resized to the image and put through three of its augmentations; uint8 RGB. The painter's
+    ``fill: texture`` draws its defects' surface from the same source."""
     if files:
         tex = read_rgb(files[int(rng.integers(len(files)))], (w, h))
+    elif bank:
+        tex = bank[int(rng.integers(len(bank)))].copy()
     else:
         tex = procedural_texture(h, w, rng)
     return _augment_texture(tex, rng)

@@ -284,6 +284,7 @@ class ProceduralPainter:
         self.priors = load_atlas(atlas)      # an Atlas, or None; priors.for_category(category) per painted category
         self.texture_files = _texture_files(textures) if textures else []
         self._textures: dict[Path, np.ndarray] = {}
+        self._banks: dict[tuple[int, int], list[np.ndarray]] = {}
         self._fg_cache: tuple[int, str, np.ndarray] | None = None
         self._behind_cache: tuple[int, str, np.ndarray] | None = None
 
@@ -341,11 +342,21 @@ class ProceduralPainter:
         return paint(image, spec, fg, rng, jitter=self.jitter, texture_field=field,
                      behind=self.behind(image, category, fg), surface=surface)
 
+    PROCEDURAL_BANK = 8
+
     def surface(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """DRAEM's anomaly look over the whole image: (1 - β) T + β I with T an augmented foreign texture and
-        β ~ U(0, 0.8); grey for a grey image."""
-        from ..baselines import foreign_texture
+        β ~ U(0, 0.8); grey for a grey image. Without a texture folder T is one of a fixed bank of procedural
+        textures per image size (drawn once: a new one per edit would cost more than the rest of the edit)."""
+        from ..baselines import foreign_texture, procedural_texture
 
-        tex = keep_mode(image, foreign_texture(self.texture_files, *image.shape[:2], rng))
+        h, w = image.shape[:2]
+        bank: list[np.ndarray] = []
+        if not self.texture_files:
+            if (h, w) not in self._banks:
+                bank_rng = np.random.default_rng([h, w, 31])
+                self._banks[(h, w)] = [procedural_texture(h, w, bank_rng) for _ in range(self.PROCEDURAL_BANK)]
+            bank = self._banks[(h, w)]
+        tex = keep_mode(image, foreign_texture(self.texture_files, h, w, rng, bank))
         beta = float(rng.uniform(0.0, 0.8))
         return (1.0 - beta) * tex.astype(np.float32) + beta * image.astype(np.float32)
