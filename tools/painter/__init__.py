@@ -275,6 +275,8 @@ class ProceduralPainter:
     place, size and shape).
     """
 
+    PROCEDURAL_BANK = 8   # fill: texture without a folder: procedural textures drawn once per image size
+
     def __init__(self, jitter: bool = True, atlas: str | None = "none", textures: str | None = None,
                  fill: str = "kind"):
         if fill not in ("kind", "texture"):
@@ -341,8 +343,6 @@ class ProceduralPainter:
         rng = np.random.default_rng(seed)
         return paint(image, spec, fg, rng, jitter=self.jitter, texture_field=field,
                      behind=self.behind(image, category, fg), surface=surface)
-
-    PROCEDURAL_BANK = 8
 
     def surface(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """DRAEM's anomaly look over the whole image: (1 - β) T + β I with T an augmented foreign texture and

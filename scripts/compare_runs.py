@@ -1,0 +1,77 @@
+"""Paired differences between `local-agent evaluate` runs kept in different output folders.
+
+`evaluate` pairs methods seed by seed inside one `--out`; runs of one method under two profiles (or a rerun of a
+baseline) live in different folders. This reads each run's metrics.json and prints, per category and for the mean
+over the categories every run has (per seed, then mean ± sd over seeds), the levels and each run's difference to
+the first:
+
+    python scripts/compare_runs.py fill=s26/fill:open-loop agent=s26/fill:agent draem-fg=s26/zs4:draem-fg
+
+NAME=ROOT:METHOD reads ROOT/<category folder>/<category>/METHOD/seed<k>/metrics.json (one `--out ROOT/<category>`
+per category, as docs/evaluation.md runs them) or ROOT/<category>/METHOD/seed<k>/metrics.json (several categories in
+one `--out ROOT`). Not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+MEASURES = {"pixel AP": "pixel_AP", "image AUROC": "image_AUROC", "AUPRO": "pixel_AUPRO"}
+
+
+def read_runs(root: Path, method: str) -> dict[tuple[str, int], dict[str, float]]:
+    """(category, seed) -> measure -> percent, for every finished run of ``method`` under ``root``."""
+    runs = {}
+    for path in sorted(root.glob(f"**/{method}/seed*/metrics.json")):
+        data = json.loads(path.read_text())
+        values = {name: 100 * data["metrics"][key] for name, key in MEASURES.items()}
+        values["judge pass"] = 100 * data["cost"]["judge_pass_rate"]
+        values["mask area"] = 100 * data["mean_anomaly_ratio"]
+        runs[(path.parents[2].name, int(path.parent.name[len("seed"):]))] = values
+    return runs
+
+
+def spread(values: list[float], signed: bool) -> str:
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{np.mean(values):{'+' if signed else ''}.1f} ± {sd:.1f}" + ("" if len(values) == 3 else f" ({len(values)})")
+
+
+def table(title: str, runs: dict, base: dict | None, measures: list[str], categories: list[str]) -> None:
+    print(f"\n{title}\n| | " + " | ".join(categories) + " | mean over categories (per seed) |")
+    print("|---" * (len(categories) + 2) + "|")
+    seeds = sorted({s for _, s in runs})
+    for m in measures:
+        value = (lambda c, s: runs[(c, s)][m] - base[(c, s)][m]) if base else (lambda c, s: runs[(c, s)][m])
+        ok = (lambda c, s: (c, s) in runs and (base is None or (c, s) in base))
+        cells = [spread([value(c, s) for s in seeds if ok(c, s)], base is not None)
+                 if any(ok(c, s) for s in seeds) else "" for c in categories]
+        per_seed = [float(np.mean([value(c, s) for c in categories])) for s in seeds if all(ok(c, s) for c in categories)]
+        sign = "+" if base else ""
+        mean = f"{spread(per_seed, base is not None)} ({', '.join(f'{x:{sign}.1f}' for x in per_seed)})" if per_seed else ""
+        print(f"| {m} | " + " | ".join(cells) + f" | {mean} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", metavar="NAME=ROOT:METHOD")
+    args = ap.parse_args()
+    named = []
+    for spec in args.runs:
+        name, _, rest = spec.partition("=")
+        root, _, method = rest.rpartition(":")
+        if not (name and root and method):
+            ap.error(f"{spec!r}: expected NAME=ROOT:METHOD")
+        named.append((name, read_runs(Path(root), method)))
+    categories = sorted({c for _, runs in named for c, _ in runs})
+    for name, runs in named:
+        table(f"{name} (levels, %)", runs, None, [*MEASURES, "judge pass", "mask area"], categories)
+    base_name, base = named[0]
+    for name, runs in named[1:]:
+        table(f"{name} − {base_name} (paired by seed, percentage points)", runs, base, list(MEASURES), categories)
+
+
+if __name__ == "__main__":
+    main()
