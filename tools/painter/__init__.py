@@ -129,6 +129,10 @@ def _object_body(img: np.ndarray, fg: np.ndarray) -> np.ndarray | None:
     return largest if largest.sum() >= 0.3 * fg.sum() else None
 
 
+# fill: texture leaves these their own look: a bend moves real pixels, a missing or broken piece shows the background.
+OWN_LOOK_KINDS = frozenset({"bent", "missing", "broken"})
+
+
 def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Generator,
           jitter: bool = True, texture_field: np.ndarray | None = None,
           behind: np.ndarray | None = None, surface: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +224,7 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
         # keep the closest (a long stroke scaled up on a thin part can run off it: never keep an empty one)
         alpha, target, _ = min((tr for tr in tries if tr[2] > 0), default=tries[0],
                                key=lambda tr: abs(np.log(area_px / tr[2])))
-    if surface is not None and s.kind not in ("bent", "missing", "broken"):
+    if surface is not None and s.kind not in OWN_LOOK_KINDS:
         target = surface
     if s.soft and alpha.max() > 0:  # the words ask for a gentler fade: widen the edge, keep the core's strength
         peak = alpha.max()
@@ -339,7 +343,8 @@ class ProceduralPainter:
             spec = apply_priors(spec, atlas, np.random.default_rng([seed, 17]), on_object=bool(fg.mean() < 0.95),
                                 object_frac=float(fg.mean()), own=atlas.own_rows(category, anomaly_type))
         field = self.texture_field(fg.shape, np.random.default_rng([seed, 23]))
-        surface = self.surface(image, np.random.default_rng([seed, 29])) if self.fill == "texture" else None
+        surface = (self.surface(image, np.random.default_rng([seed, 29]))
+                   if self.fill == "texture" and spec.kind not in OWN_LOOK_KINDS else None)
         rng = np.random.default_rng(seed)
         return paint(image, spec, fg, rng, jitter=self.jitter, texture_field=field,
                      behind=self.behind(image, category, fg), surface=surface)
