@@ -48,18 +48,18 @@ def load_profile(name_or_path: str | Path | None = None) -> dict[str, Any]:
 
 
 # The backends that read a defect atlas (their option ``atlas``), per tool, and what each reads when no ``atlas`` is set.
-ATLAS_READERS = {"prompt_gen": ("template", "none"), "image_gen": ("procedural", "none"),
-                 "quality_eval": ("calibrated", "default")}
+ATLAS_READERS = {"prompt_gen": {"template": "none"}, "image_gen": {"procedural": "none", "draem": "none"},
+                 "quality_eval": {"calibrated": "default"}}   # tool -> backend -> its atlas when the option is unset
 
 
 def atlas_options(profile: dict[str, Any], tools: Any = None) -> dict[str, str]:
     """Tool -> the atlas it reads (``none``, ``default`` or a file), for the tools (default: all) whose backend
     reads one."""
     out = {}
-    for tool, (backend, default) in ATLAS_READERS.items():
+    for tool, readers in ATLAS_READERS.items():
         config = profile.get("tools", {}).get(tool, {})
-        if (tools is None or tool in tools) and config.get("backend") == backend:
-            out[tool] = str(config.get("atlas") or default)
+        if (tools is None or tool in tools) and config.get("backend") in readers:
+            out[tool] = str(config.get("atlas") or readers[config["backend"]])
     return out
 
 

@@ -194,6 +194,53 @@ def test_baseline_gives_visible_anomaly(name, category, shared_data):
                                                                                            outputs[0][..., 2])
 
 
+def test_draem_with_an_atlas_paints_the_painters_real_sizes_in_its_own_region_shape(shared_data):
+    """``draem`` with ``atlas``: the Perlin region covers the share of the object the painter's prior gives the
+    same type and seed (a real defect's, the category left out), on the object."""
+    from local_agent.evaluation.synthesis import open_loop_prompt
+    from local_agent.tools import image_gen
+    from local_agent.tools.atlas import Atlas
+    from local_agent.tools.base import build_backend
+    from local_agent.tools.baselines import perlin_region
+    from local_agent.tools.imaging import foreground_mask
+    from local_agent.tools.painter import parse_prompt
+    from local_agent.tools.painter.priors import apply_priors
+
+    image = np.asarray(Image.open(shared_data / "mvtec" / "screw" / "train" / "good" / "003.png").convert("RGB"))
+    fg = foreground_mask(image, "screw")
+    sized = build_backend(image_gen.BACKENDS, "image_gen", {"backend": "draem", "foreground": True, "atlas": "default"})
+    plain = build_backend(image_gen.BACKENDS, "image_gen", {"backend": "draem", "foreground": True})
+    assert sized.reads_type and not plain.reads_type
+    atlas = Atlas.load().for_category("screw")
+    shares = []
+    for seed, kind in [(0, "scratch_head"), (1, "thread_top"), (2, "manipulated_front")]:
+        _, region = sized.edit_with_region(image, "", seed=seed, category="screw", anomaly_type=kind)
+        spec = apply_priors(parse_prompt(open_loop_prompt("screw", kind)), atlas, np.random.default_rng([seed, 17]),
+                            on_object=True, object_frac=float(fg.mean()))
+        assert not (region & ~fg).any()
+        assert abs(int(region.sum()) - max(16, round(spec.area * fg.sum()))) <= 1, (kind, region.sum(), spec.area)
+        shares.append(region.sum() / fg.sum())
+        edited = image_gen.edit_image(sized, image, "", seed, "screw", kind)   # ImageGen passes the type
+        assert np.array_equal(edited, sized.edit(image, "", seed=seed, category="screw", anomaly_type=kind))
+    assert len(set(shares)) == 3
+    # the closed loop's refinements steer it: "large" draws from the larger real sizes, "pronounced" an opaque texture
+    base = open_loop_prompt("screw", "scratch_head")
+    areas = {w: [sized.edit_with_region(image, base.replace(" Keep", f" Refinement: make it {w}. Keep"), seed=s,
+                                        category="screw", anomaly_type="scratch_head")[1].sum() for s in range(6)]
+             for w in ("tiny", "very large")}
+    assert max(areas["tiny"]) < min(areas["very large"]), areas
+    strong, faint = (sized.edit(image, base.replace(" Keep", f" Refinement: make it {w}. Keep"), seed=0,
+                                category="screw", anomaly_type="scratch_head") for w in ("pronounced", "faint"))
+    _, region = sized.edit_with_region(image, base, seed=0, category="screw", anomaly_type="scratch_head")
+    change = lambda edited: np.abs(edited.astype(float) - image).sum(-1)[region].mean()   # noqa: E731
+    assert change(strong) > change(faint)
+    from local_agent.profile import atlas_options   # the synthetic folder's key and --atlas see it as an atlas reader
+
+    assert atlas_options({"tools": {"image_gen": {"backend": "draem", "atlas": "plant.json"}}}) == {"image_gen": "plant.json"}
+    exact = perlin_region(64, 64, np.random.default_rng(0), 100, within=np.pad(np.ones((20, 20), bool), 22))
+    assert exact.sum() == 100 and not exact[:22].any()        # exactly the area asked, inside ``within``
+
+
 def test_baseline_backend_bad_options(tmp_path):
     from local_agent.tools import image_gen
     from local_agent.tools.base import BackendUnavailable, build_backend

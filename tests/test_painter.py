@@ -314,9 +314,13 @@ def test_texture_fill_keeps_the_defects_place_and_size_and_changes_its_look(kind
     assert 0.5 < d_b / d_a < 2.0, (d_a, d_b)   # the real defect's contrast, whatever the texture's own
 
 
-def test_an_unknown_fill_is_refused():
+def test_an_unknown_fill_or_an_empty_texture_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="option fill"):
         ProceduralPainter(fill="paint")
+    (tmp_path / "notes.txt").write_text("no image")
+    for folder, why in ((tmp_path, "no images in"), (tmp_path / "none", "not found")):
+        with pytest.raises(ValueError, match=f"option textures: .*{why}"):
+            ProceduralPainter(textures=str(folder), fill="texture")
 
 
 def test_texture_fill_without_a_folder_draws_from_a_fixed_procedural_bank(grid_image):

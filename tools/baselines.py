@@ -209,26 +209,47 @@ def perlin_2d(shape: tuple[int, int], res: tuple[int, int], rng: np.random.Gener
     return np.sqrt(2) * ((1 - t[..., 1]) * n0 + t[..., 1] * n1)
 
 
+def _perlin_field(side: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """One of DRAEM's noise fields: Perlin noise at scale 2^[0,6) per axis on a ``side`` square, rotated ±90° (zero
+    fill, as imgaug's Affine), cropped to h x w."""
+    sy, sx = 2 ** int(rng.integers(0, 6)), 2 ** int(rng.integers(0, 6))
+    noise = perlin_2d((side, side), (sy, sx), rng)
+    rot = cv2.getRotationMatrix2D((side / 2, side / 2), float(rng.uniform(-90, 90)), 1.0)
+    noise = cv2.warpAffine(noise.astype(np.float32), rot, (side, side), borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=0)
+    return noise[:h, :w]
+
+
 def perlin_mask(h: int, w: int, rng: np.random.Generator, threshold: float = 0.5,
                 within: np.ndarray | None = None, min_fraction: float = 0.002) -> np.ndarray:
-    """DRAEM's anomaly region: Perlin noise at scale 2^[0,6) per axis, rotated ±90° (zero fill, as imgaug's
-    Affine), thresholded at 0.5. ``within`` (draem-fg): the region is intersected with it, as GLASS does with the
-    object's foreground. Redrawn (at most 20 times) until it covers ``min_fraction`` of the image (of ``within``):
-    DRAEM keeps an empty draw as a normal sample, here every sample must be an anomaly."""
+    """DRAEM's anomaly region: a :func:`_perlin_field` thresholded at 0.5. ``within`` (draem-fg): the region is
+    intersected with it, as GLASS does with the object's foreground. Redrawn (at most 20 times) until it covers
+    ``min_fraction`` of the image (of ``within``): DRAEM keeps an empty draw as a normal sample, here every sample
+    must be an anomaly."""
     side = 1 << int(np.ceil(np.log2(max(h, w, 64))))  # lattice-friendly square, cropped afterwards
     need = min_fraction * (within.sum() if within is not None else h * w)
     for _ in range(20):
-        sy, sx = 2 ** int(rng.integers(0, 6)), 2 ** int(rng.integers(0, 6))
-        noise = perlin_2d((side, side), (sy, sx), rng)
-        rot = cv2.getRotationMatrix2D((side / 2, side / 2), float(rng.uniform(-90, 90)), 1.0)
-        noise = cv2.warpAffine(noise.astype(np.float32), rot, (side, side), borderMode=cv2.BORDER_CONSTANT,
-                               borderValue=0)
-        mask = noise[:h, :w] > threshold
+        mask = _perlin_field(side, h, w, rng) > threshold
         if within is not None:
             mask &= within
         if mask.sum() > need:
             return mask
     return mask
+
+
+def perlin_region(h: int, w: int, rng: np.random.Generator, pixels: int,
+                  within: np.ndarray | None = None) -> np.ndarray:
+    """DRAEM's region shape at a given size: the ``pixels`` highest points of one :func:`_perlin_field` (inside
+    ``within``), i.e. the field thresholded at the level that leaves exactly that area."""
+    side = 1 << int(np.ceil(np.log2(max(h, w, 64))))
+    noise = _perlin_field(side, h, w, rng)
+    allowed = np.ones((h, w), bool) if within is None else within.astype(bool)
+    idx = np.flatnonzero(allowed)
+    n = int(np.clip(pixels, 1, idx.size))
+    top = idx[np.argpartition(-noise.ravel()[idx], n - 1)[:n]]
+    mask = np.zeros(h * w, bool)
+    mask[top] = True
+    return mask.reshape(h, w)
 
 
 def procedural_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -326,31 +347,55 @@ class DraemTexture:
     ``textures``: a folder of texture images (e.g. the DTD); when unset, a procedural texture is drawn instead.
     Blend as in DRAEM: I' = (1 - M) I + (1 - β) M T + β M I with β ~ U(0, 0.8). ``foreground`` (the
     ``draem-fg`` method): the Perlin region is restricted to the object (:func:`foreground_mask`; textures are
-    all object), as GLASS and later work do, so the anomaly lands where real defects do.
+    all object), as GLASS and later work do, so the anomaly lands where real defects do. ``atlas`` (``none``,
+    ``default`` or a file, as the painter's option): the region keeps DRAEM's Perlin shape but takes a real
+    defect's size, drawn as the painter draws it for the same prompt, type and seed (:func:`painter.priors.
+    apply_priors`: a real defect of the type's kind, the painted category left out of a benchmark atlas; a size word
+    picks its band of the real sizes), and an intensity word narrows β ("pronounced": β in the lowest fifth of its
+    range, the texture nearly opaque; "faint": the highest). Without words that is DRAEM at real defect sizes; with
+    a judge's refinements ("make it large", "more pronounced") it is an editor the closed loop can steer.
     """
 
     def __init__(self, textures: str | None = None, max_beta: float = 0.8, foreground: bool = False,
-                 tries: int = 10):
+                 tries: int = 10, atlas: str | None = "none"):
+        from .painter.priors import load_atlas
+
         self.textures = list_texture_files(textures) if textures else []
         self.max_beta = float(max_beta)
         self.foreground = bool(foreground)
         self.tries = int(tries)
+        self.sizes = load_atlas(atlas)
+        self.reads_type = self.sizes is not None   # ImageGen passes the type name: its kind's real sizes
 
-    def edit(self, image: np.ndarray, prompt: str = "", seed: int = 0, category: str = "") -> np.ndarray:
-        return self.edit_with_region(image, prompt, seed, category)[0]
+    def edit(self, image: np.ndarray, prompt: str = "", seed: int = 0, category: str = "",
+             anomaly_type: str = "") -> np.ndarray:
+        return self.edit_with_region(image, prompt, seed, category, anomaly_type)[0]
 
-    def edit_with_region(self, image: np.ndarray, prompt: str = "", seed: int = 0,
-                         category: str = "") -> tuple[np.ndarray, np.ndarray]:
+    def edit_with_region(self, image: np.ndarray, prompt: str = "", seed: int = 0, category: str = "",
+                         anomaly_type: str = "") -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
         within = foreground_mask(image, category) if self.foreground else None
-        return first_visible(lambda r: self._draw(image, r, within), image, rng, self.tries)
+        pixels, beta = None, (0.0, self.max_beta)
+        if self.sizes is not None:
+            from .painter import parse_prompt
+            from .painter.priors import INTENSITY_BANDS, apply_priors, band_of
 
-    def _draw(self, image: np.ndarray, rng: np.random.Generator,
-              within: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+            fg = within if within is not None else foreground_mask(image, category)
+            spec = apply_priors(parse_prompt(prompt or anomaly_type), self.sizes.for_category(category),
+                                np.random.default_rng([seed, 17]), on_object=bool(fg.mean() < 0.95),
+                                object_frac=float(fg.mean()))
+            if spec.area is not None:
+                pixels = max(16, int(round(spec.area * fg.sum())))
+            lo, hi = band_of(spec.intensity_word, INTENSITY_BANDS) or (0.0, 1.0)
+            beta = (self.max_beta * (1 - hi), self.max_beta * (1 - lo))
+        return first_visible(lambda r: self._draw(image, r, within, pixels, beta), image, rng, self.tries)
+
+    def _draw(self, image: np.ndarray, rng: np.random.Generator, within: np.ndarray | None,
+              pixels: int | None = None, beta: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         h, w = image.shape[:2]
         tex = foreign_texture(self.textures, h, w, rng)
-        mask = perlin_mask(h, w, rng, within=within)
-        beta = rng.uniform(0, self.max_beta)
+        mask = perlin_mask(h, w, rng, within=within) if pixels is None else perlin_region(h, w, rng, pixels, within)
+        beta = rng.uniform(*(beta or (0.0, self.max_beta)))
         m = mask[..., None].astype(np.float32)
         out = image * (1 - m) + (1 - beta) * tex * m + beta * image * m
         return keep_mode(image, np.clip(out + 0.5, 0, 255).astype(np.uint8)), mask

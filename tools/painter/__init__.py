@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..base import BackendUnavailable
+from ..baselines import list_texture_files
 from ..imaging import clean_mask, difference_map, foreground_mask, keep_mode
 from .placement import choose_point, object_box
 from .render import KIND_RENDERERS, Canvas
@@ -253,17 +255,13 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
     return out, clean_mask((alpha >= 0.1) & (difference_map(image, out) > VISIBLE_DELTA_E))
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
 def _texture_files(folder: str | Path) -> list[Path]:
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"option textures: {root} is not a folder of texture images")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"option textures: no images in {root}")
-    return files
+    """The texture folder's images, listed as the ``draem`` backend lists them (one rule for both), refused as
+    this option's error."""
+    try:
+        return list_texture_files(folder)
+    except BackendUnavailable as e:
+        raise ValueError(f"option textures: {e}") from e
 
 
 class ProceduralPainter:
