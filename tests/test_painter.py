@@ -199,6 +199,20 @@ def test_sizes_follow_the_atlas_prior_and_words_still_steer(grid_image):
         assert np.mean(large) > 1.2 * np.mean(small), (kind, small, large)
 
 
+def test_size_scale_draws_larger_than_real_and_a_bad_scale_is_refused(grid_image):
+    """``size_scale: 4`` paints the same real defect four times its area (stains: about 4x, whatever the seed);
+    1 is the real size; zero or a word is refused naming the option."""
+    atlas = small_atlas("stain", 0.01)
+    real, big = with_atlas(atlas), with_atlas(atlas, size_scale=4)
+    ratios = [big.edit_with_region(grid_image, open_loop("grid", "stain"), seed=s, category="grid")[1].sum() /
+              real.edit_with_region(grid_image, open_loop("grid", "stain"), seed=s, category="grid")[1].sum()
+              for s in range(5)]
+    assert all(2.5 < r < 6 for r in ratios), ratios
+    for bad in (0, "big"):
+        with pytest.raises(ValueError, match="size_scale"):
+            ProceduralPainter(size_scale=bad)
+
+
 def test_a_size_word_copies_a_real_defect_of_that_size_whole():
     """"large" takes a real defect from the large band, and the rest (its elongation) comes with it."""
     from local_agent.tools.atlas import Atlas

@@ -73,6 +73,17 @@ def build_backend(backends: dict[str, type | str], tool: str, config: dict[str, 
         raise ValueError(f"bad options for {tool} backend {name!r}: {wrong or e}") from e
 
 
+def positive_option(name: str, value: Any) -> float:
+    """A backend option that must be a number above 0, or a one-line error naming it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0:
+        raise ValueError(f"option {name}: expected a number above 0, got {value!r}")
+    return number
+
+
 def wrong_option(cls: Any, where: str, options: dict[str, Any]) -> str | None:
     """The first option whose value cannot take the type of its parameter's default (a number, a flag), named as
     ``<where>.<key>`` (e.g. ``tools.quality_eval.pass_location``)."""

@@ -24,7 +24,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .base import BackendUnavailable
+from .base import BackendUnavailable, positive_option
 from .imaging import TEXTURE_CATEGORIES, clean_mask, difference_map, foreground_mask, keep_mode
 
 TEXTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -354,10 +354,11 @@ class DraemTexture:
     picks its band of the real sizes), and an intensity word narrows β ("pronounced": β in the lowest fifth of its
     range, the texture nearly opaque; "faint": the highest). Without words that is DRAEM at real defect sizes; with
     a judge's refinements ("make it large", "more pronounced") it is an editor the closed loop can steer.
+    ``size_scale``: that real size times this, as the painter's option.
     """
 
     def __init__(self, textures: str | None = None, max_beta: float = 0.8, foreground: bool = False,
-                 tries: int = 10, atlas: str | None = "none"):
+                 tries: int = 10, atlas: str | None = "none", size_scale: float = 1.0):
         from .painter.priors import load_atlas
 
         self.textures = list_texture_files(textures) if textures else []
@@ -365,6 +366,7 @@ class DraemTexture:
         self.foreground = bool(foreground)
         self.tries = int(tries)
         self.sizes = load_atlas(atlas)
+        self.size_scale = positive_option("size_scale", size_scale)
         self.reads_type = self.sizes is not None   # ImageGen passes the type name: its kind's real sizes
 
     def edit(self, image: np.ndarray, prompt: str = "", seed: int = 0, category: str = "",
@@ -383,7 +385,7 @@ class DraemTexture:
             fg = within if within is not None else foreground_mask(image, category)
             spec = apply_priors(parse_prompt(prompt or anomaly_type), self.sizes.for_category(category),
                                 np.random.default_rng([seed, 17]), on_object=bool(fg.mean() < 0.95),
-                                object_frac=float(fg.mean()))
+                                object_frac=float(fg.mean()), size_scale=self.size_scale)
             if spec.area is not None:
                 pixels = max(16, int(round(spec.area * fg.sum())))
             lo, hi = band_of(spec.intensity_word, INTENSITY_BANDS) or (0.0, 1.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..base import BackendUnavailable
+from ..base import BackendUnavailable, positive_option
 from ..baselines import list_texture_files
 from ..imaging import clean_mask, difference_map, foreground_mask, keep_mode
 from .placement import choose_point, object_box
@@ -274,15 +274,17 @@ class ProceduralPainter:
     grain; ``jitter`` — vary size and contrast around the words (no-atlas mode); ``fill`` — ``kind`` (each kind
     draws its own look) or ``texture`` (the defect's area shows a foreign texture of ``textures``, augmented and
     blended as DRAEM does, at the contrast the words or the real defect give: DRAEM's look in a real defect's
-    place, size and shape).
+    place, size and shape); ``size_scale`` — the real defect's area times this (1: real sizes; larger draws bigger
+    than real, as DRAEM's regions are).
     """
 
     PROCEDURAL_BANK = 8   # fill: texture without a folder: procedural textures drawn once per image size
 
     def __init__(self, jitter: bool = True, atlas: str | None = "none", textures: str | None = None,
-                 fill: str = "kind"):
+                 fill: str = "kind", size_scale: float = 1.0):
         if fill not in ("kind", "texture"):
             raise ValueError(f"option fill: expected kind or texture, got {fill!r}")
+        self.size_scale = positive_option("size_scale", size_scale)
         self.fill = fill
         self.jitter = bool(jitter)
         self.priors = load_atlas(atlas)      # an Atlas, or None; priors.for_category(category) per painted category
@@ -339,7 +341,8 @@ class ProceduralPainter:
         if self.priors is not None:  # its own stream: the same words and seed draw the same real defect
             atlas = self.priors.for_category(category)
             spec = apply_priors(spec, atlas, np.random.default_rng([seed, 17]), on_object=bool(fg.mean() < 0.95),
-                                object_frac=float(fg.mean()), own=atlas.own_rows(category, anomaly_type))
+                                object_frac=float(fg.mean()), own=atlas.own_rows(category, anomaly_type),
+                                size_scale=self.size_scale)
         field = self.texture_field(fg.shape, np.random.default_rng([seed, 23]))
         surface = (self.surface(image, np.random.default_rng([seed, 29]))
                    if self.fill == "texture" and spec.kind not in OWN_LOOK_KINDS else None)

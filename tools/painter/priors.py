@@ -152,10 +152,13 @@ def sample_in_bands(atlas: Atlas, kind: str, rng: np.random.Generator,
 
 
 def apply_priors(spec: DefectSpec, atlas: Atlas, rng: np.random.Generator, on_object: bool,
-                 object_frac: float = 1.0, own: list[dict[str, Any]] | None = None) -> DefectSpec:
+                 object_frac: float = 1.0, own: list[dict[str, Any]] | None = None,
+                 size_scale: float = 1.0) -> DefectSpec:
     """Fill what the words leave open from one real defect of the kind; words that are there win. ``own``: the
     painted category's own real defects of the type (``Atlas.own_rows``, a plant's atlas); one of them is the
-    defect copied, while size and look words still pick their bands among all real defects of the kind."""
+    defect copied, while size and look words still pick their bands among all real defects of the kind.
+    ``size_scale``: the real area drawn (from a word's band or the real defect) times this (an explicit percentage
+    is kept): larger than real, what DRAEM's regions are."""
     if not atlas.rows:
         return replace(spec)
     # A kind too rare once the category is left out borrows generic defects (prior_atlas): a generic real defect
@@ -175,7 +178,7 @@ def apply_priors(spec: DefectSpec, atlas: Atlas, rng: np.random.Generator, on_ob
         a = (float(np.quantile(areas, rng.uniform(*band))) if band and areas.size else
              transfer_area(row, on_object, object_frac))
         if a is not None:
-            s.area = float(np.clip(a, 2e-4, MAX_AREA))
+            s.area = float(np.clip(a * size_scale, 2e-4, MAX_AREA))
     # Contrast: an intensity word picks a band of the kind's real ΔE; else the real defect's own.
     band = band_of(s.intensity_word, INTENSITY_BANDS)
     de = _quantile(atlas, kind, "delta_e", band, rng) if band else row.get("delta_e")
