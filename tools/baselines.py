@@ -354,7 +354,7 @@ class DraemTexture:
     picks its band of the real sizes), and an intensity word narrows β ("pronounced": β in the lowest fifth of its
     range, the texture nearly opaque; "faint": the highest). Without words that is DRAEM at real defect sizes; with
     a judge's refinements ("make it large", "more pronounced") it is an editor the closed loop can steer.
-    ``size_scale``: that real size times this, as the painter's option.
+    ``size_scale`` (with ``atlas``): that real size times this, as the painter's option.
     """
 
     def __init__(self, textures: str | None = None, max_beta: float = 0.8, foreground: bool = False,

@@ -274,8 +274,8 @@ class ProceduralPainter:
     grain; ``jitter`` — vary size and contrast around the words (no-atlas mode); ``fill`` — ``kind`` (each kind
     draws its own look) or ``texture`` (the defect's area shows a foreign texture of ``textures``, augmented and
     blended as DRAEM does, at the contrast the words or the real defect give: DRAEM's look in a real defect's
-    place, size and shape); ``size_scale`` — the real defect's area times this (1: real sizes; larger draws bigger
-    than real, as DRAEM's regions are).
+    place, size and shape); ``size_scale`` — with an atlas, the copied real defect's area times this (1: real sizes;
+    4 draws defects as large as DRAEM's regions).
     """
 
     PROCEDURAL_BANK = 8   # fill: texture without a folder: procedural textures drawn once per image size
