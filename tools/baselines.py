@@ -209,9 +209,15 @@ def perlin_2d(shape: tuple[int, int], res: tuple[int, int], rng: np.random.Gener
     return np.sqrt(2) * ((1 - t[..., 1]) * n0 + t[..., 1] * n1)
 
 
-def _perlin_field(side: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """One of DRAEM's noise fields: Perlin noise at scale 2^[0,6) per axis on a ``side`` square, rotated ±90° (zero
-    fill, as imgaug's Affine), cropped to h x w."""
+def _lattice_side(h: int, w: int) -> int:
+    """The power-of-two square Perlin noise is drawn on (any lattice 2^k divides it), cropped to h x w afterwards."""
+    return 1 << int(np.ceil(np.log2(max(h, w, 64))))
+
+
+def _perlin_field(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """One of DRAEM's noise fields: Perlin noise at scale 2^[0,6) per axis, rotated ±90° (zero fill, as imgaug's
+    Affine), h x w."""
+    side = _lattice_side(h, w)
     sy, sx = 2 ** int(rng.integers(0, 6)), 2 ** int(rng.integers(0, 6))
     noise = perlin_2d((side, side), (sy, sx), rng)
     rot = cv2.getRotationMatrix2D((side / 2, side / 2), float(rng.uniform(-90, 90)), 1.0)
@@ -226,10 +232,9 @@ def perlin_mask(h: int, w: int, rng: np.random.Generator, threshold: float = 0.5
     intersected with it, as GLASS does with the object's foreground. Redrawn (at most 20 times) until it covers
     ``min_fraction`` of the image (of ``within``): DRAEM keeps an empty draw as a normal sample, here every sample
     must be an anomaly."""
-    side = 1 << int(np.ceil(np.log2(max(h, w, 64))))  # lattice-friendly square, cropped afterwards
     need = min_fraction * (within.sum() if within is not None else h * w)
     for _ in range(20):
-        mask = _perlin_field(side, h, w, rng) > threshold
+        mask = _perlin_field(h, w, rng) > threshold
         if within is not None:
             mask &= within
         if mask.sum() > need:
@@ -241,8 +246,7 @@ def perlin_region(h: int, w: int, rng: np.random.Generator, pixels: int,
                   within: np.ndarray | None = None) -> np.ndarray:
     """DRAEM's region shape at a given size: the ``pixels`` highest points of one :func:`_perlin_field` (inside
     ``within``), i.e. the field thresholded at the level that leaves exactly that area."""
-    side = 1 << int(np.ceil(np.log2(max(h, w, 64))))
-    noise = _perlin_field(side, h, w, rng)
+    noise = _perlin_field(h, w, rng)
     allowed = np.ones((h, w), bool) if within is None else within.astype(bool)
     idx = np.flatnonzero(allowed)
     n = int(np.clip(pixels, 1, idx.size))
@@ -254,7 +258,7 @@ def perlin_region(h: int, w: int, rng: np.random.Generator, pixels: int,
 
 def procedural_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A foreign texture when no texture folder is given: two octaves of coloured Perlin noise plus stripes."""
-    side = 1 << int(np.ceil(np.log2(max(h, w, 64))))
+    side = _lattice_side(h, w)
     channels = []
     for _ in range(3):
         n = perlin_2d((side, side), (4, 4), rng) + 0.5 * perlin_2d((side, side), (16, 16), rng)
@@ -365,9 +369,9 @@ class DraemTexture:
         self.max_beta = float(max_beta)
         self.foreground = bool(foreground)
         self.tries = int(tries)
-        self.sizes = load_atlas(atlas)
+        self.priors = load_atlas(atlas)
         self.size_scale = positive_option("size_scale", size_scale)
-        self.reads_type = self.sizes is not None   # ImageGen passes the type name: its kind's real sizes
+        self.reads_type = self.priors is not None   # ImageGen passes the type name: its kind's real sizes
 
     def edit(self, image: np.ndarray, prompt: str = "", seed: int = 0, category: str = "",
              anomaly_type: str = "") -> np.ndarray:
@@ -378,12 +382,12 @@ class DraemTexture:
         rng = np.random.default_rng(seed)
         within = foreground_mask(image, category) if self.foreground else None
         pixels, beta = None, (0.0, self.max_beta)
-        if self.sizes is not None:
+        if self.priors is not None:
             from .painter import parse_prompt
             from .painter.priors import INTENSITY_BANDS, apply_priors, band_of
 
             fg = within if within is not None else foreground_mask(image, category)
-            spec = apply_priors(parse_prompt(prompt or anomaly_type), self.sizes.for_category(category),
+            spec = apply_priors(parse_prompt(prompt or anomaly_type), self.priors.for_category(category),
                                 np.random.default_rng([seed, 17]), on_object=bool(fg.mean() < 0.95),
                                 object_frac=float(fg.mean()), size_scale=self.size_scale)
             if spec.area is not None:
@@ -393,11 +397,11 @@ class DraemTexture:
         return first_visible(lambda r: self._draw(image, r, within, pixels, beta), image, rng, self.tries)
 
     def _draw(self, image: np.ndarray, rng: np.random.Generator, within: np.ndarray | None,
-              pixels: int | None = None, beta: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+              pixels: int | None, beta: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
         h, w = image.shape[:2]
         tex = foreign_texture(self.textures, h, w, rng)
         mask = perlin_mask(h, w, rng, within=within) if pixels is None else perlin_region(h, w, rng, pixels, within)
-        beta = rng.uniform(*(beta or (0.0, self.max_beta)))
+        beta = rng.uniform(*beta)
         m = mask[..., None].astype(np.float32)
         out = image * (1 - m) + (1 - beta) * tex * m + beta * image * m
         return keep_mode(image, np.clip(out + 0.5, 0, 255).astype(np.uint8)), mask
