@@ -209,3 +209,34 @@ def test_calibrated_judge_fails_a_real_defect_moved_off_the_object(judge, shared
     strict = CalibratedJudge(on_object=0.05).evaluate(normal, moved, "transistor", "damaged_case", foreground=fg)
     assert "off the object" in strict["faults"] and strict["location_score"] == 0
     assert "place it on the object" in strict["review"]
+
+
+def test_a_scaled_generator_is_judged_at_the_real_size_it_scaled(shared_data):
+    """``size_scale`` F: the judge divides the attempt's area by F before comparing it with real defects (the
+    generator painted real areas times F), reports the area it measured, and says so in its advice; ``build_tools``
+    hands the generator's F to the calibrated judge unless the judge sets its own."""
+    from local_agent.tools import build_tools
+
+    normal = np.asarray(Image.open(sorted((shared_data / "mvtec" / "grid" / "train" / "good").glob("*.png"))[0])
+                        .convert("RGB").resize((256, 256)), np.float32)
+    spot = np.zeros((256, 256), np.float32)
+    cv2.ellipse(spot, (128, 128), (8, 2), 30, 0, 360, 1.0, -1)
+    edited = (normal * (1 - 0.5 * cv2.GaussianBlur(spot, (5, 5), 0)[..., None])).astype(np.uint8)
+    normal = normal.astype(np.uint8)
+    fg = np.ones((256, 256), bool)
+    real = CalibratedJudge().evaluate(normal, edited, "grid", "glue", foreground=fg)
+    scaled = CalibratedJudge(size_scale=16).evaluate(normal, edited, "grid", "glue", foreground=fg)
+    assert real["passed"] and not scaled["passed"] and scaled["faults"] == ["too small"], scaled["review"]
+    assert "16x that here" in scaled["review"] and "make it" in scaled["review"]
+    assert scaled["measures"]["area_frac_object"] == real["measures"]["area_frac_object"]
+    config = {"prompt_gen": {"backend": "template"}, "mask_gen": {"backend": "difference"},
+              "image_gen": {"backend": "procedural", "atlas": "default", "size_scale": 4},
+              "quality_eval": {"backend": "calibrated"}}
+    assert build_tools(config)["quality_eval"].backend.size_scale == 4
+    config["quality_eval"]["size_scale"] = 2
+    assert build_tools(config)["quality_eval"].backend.size_scale == 2
+    config["image_gen"]["atlas"] = "none"   # no atlas: the painter's size_scale does nothing, the judge keeps 1
+    del config["quality_eval"]["size_scale"]
+    assert build_tools(config)["quality_eval"].backend.size_scale == 1
+    with pytest.raises(ValueError, match="size_scale"):
+        CalibratedJudge(size_scale=0)

@@ -17,6 +17,7 @@ def build_tools(config: dict[str, dict[str, Any]]) -> dict[str, Tool]:
     unknown = set(config) - set(modules)
     if unknown:
         raise ValueError(f"unknown tool(s) in profile: {', '.join(sorted(unknown))}; tools are {', '.join(TOOL_ORDER)}")
+    config = with_shared_scale(config)
     tools: dict[str, Tool] = {}
     for name in TOOL_ORDER:
         if name not in config and name != "knowledge_retrieval":
@@ -28,6 +29,18 @@ def build_tools(config: dict[str, dict[str, Any]]) -> dict[str, Tool]:
         if tool is not None:
             tools[name] = tool
     return tools
+
+
+def with_shared_scale(config: dict[str, Any]) -> dict[str, Any]:
+    """The image generator's ``size_scale`` (real areas times F, with an atlas) handed to the calibrated judge when
+    the judge has none of its own: a judge measuring at real sizes would call every scaled attempt "too large" and
+    the loop would shrink it back."""
+    gen, judge = config.get("image_gen"), config.get("quality_eval")
+    if not (isinstance(gen, dict) and isinstance(judge, dict)) or "size_scale" not in gen or "size_scale" in judge:
+        return config
+    if judge.get("backend") != "calibrated" or str(gen.get("atlas") or "none").strip().lower() in ("none", "off", "false"):
+        return config
+    return {**config, "quality_eval": {**judge, "size_scale": gen["size_scale"]}}
 
 
 __all__ = ["BackendUnavailable", "Tool", "ToolError", "Workspace", "build_tools", "TOOL_ORDER"]

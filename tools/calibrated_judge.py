@@ -16,6 +16,10 @@ computed for each training row with its own category left out as well, so traini
 sees at deployment. It passes when p(real) >= 0.5 (and the label-agreement rule holds); quality = min(5, floor(8 p)),
 so the pass is exactly quality >= 4; location and the review's advice stay as ``tails`` computes them (a passed
 attempt's location is raised to the pass mark, its tail complaints kept as "Minor").
+
+``size_scale`` F: the image generator paints real areas times F (its own ``size_scale``; ``build_tools`` passes it
+on), so the attempt's area is divided by F before it is compared with real ones. Otherwise the judge would call
+every such attempt "too large" and the loop would shrink it back to real sizes.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from scipy.special import stdtr
 from .atlas import MIN_ROWS, Atlas
 from .atlas_measure import NormalFeatures, atlas_kind, feature_change, measure_attempt, patch_cover
 from .imaging import foreground_mask
+from .base import positive_option
 from .painter.spec import SIZE_WORDS
 from .quality_eval import verdict
 
@@ -211,7 +216,8 @@ class CalibratedJudge:
     """Scores an attempt by how typical its measures are among real defects of its kind (the atlas)."""
 
     def __init__(self, atlas: str | None = None, pass_location: int = 4, pass_quality: int = 4,
-                 outside_change: float = 4.0, on_object: float = 0.0, decide: str = "tails", trust: str = "always"):
+                 outside_change: float = 4.0, on_object: float = 0.0, decide: str = "tails", trust: str = "always",
+                 size_scale: float = 1.0):
         if decide not in DECIDERS:
             raise ValueError(f"quality_eval decide: {decide!r} is not one of {', '.join(DECIDERS)}")
         if trust not in TRUST_CHOICES:   # read by synth (judge_check.judge_self_check), checked here with the rest
@@ -222,6 +228,7 @@ class CalibratedJudge:
         self.outside_change = float(outside_change)   # spread units: a feature change this strong must be masked
         self.min_on_object = float(on_object)         # optional hard floor; the atlas decides by default
         self.decide = decide
+        self.size_scale = positive_option("size_scale", size_scale)   # areas are judged divided by this
         if decide == "learned" and not self.atlas.counterfeits:
             raise ValueError(f"quality_eval decide: learned needs an atlas with counterfeits ({atlas or 'shipped'} has "
                              "none): rebuild it with `local-agent atlas build DIR... --out FILE`")
@@ -266,7 +273,12 @@ class CalibratedJudge:
         got, nf = self._measured(normal, edited, fg)
         if got is None:
             return self._result(0, 0, [("missing", "missing: no visible change: add the defect clearly")], {})
-        region, m, ef = got
+        region, measured, ef = got
+        m = dict(measured)
+        if self.size_scale != 1.0:   # judged at the real size the generator scaled up from
+            for k in ("area_frac_object", "area_frac_image"):
+                if m.get(k) is not None:
+                    m[k] = float(m[k]) / self.size_scale
         texture = bool(fg.all())
         key = atlas_kind(anomaly_type) or anomaly_type
         atlas = self.atlas.for_category(category)
@@ -303,11 +315,13 @@ class CalibratedJudge:
             fault = self._advice(measure_name, float(m[measure_name]), pool, name, key)
             if fault and fault[0] not in {f for f, _ in faults}:
                 faults.append(fault)
-        measures = {k: round(float(v), 4) for k, v in m.items()}
+        measures = {k: round(float(v), 4) for k, v in measured.items()}
         measures.update({"on_object": round(on_object, 3), "outside_change": round(outside, 2),
                          "worst_measure": ranked[0][0] if ranked else None,
                          "worst_tail": round(ranked[0][1], 4) if ranked else None,
                          "atlas_rows": len(rows), "atlas_key": key})
+        if self.size_scale != 1.0:
+            measures["size_scale"] = self.size_scale
         passed = None
         if p_real is not None:
             measures["p_real"] = round(p_real, 4)
@@ -327,9 +341,10 @@ class CalibratedJudge:
         plural = f"real {kind.replace('_', ' ')} defects" if kind and self._own_kind else "real defects"
         if measure_name == "area_frac_object":
             word = size_word(med)
+            share = _pct(med) + (f" ({self.size_scale:g}x that here)" if self.size_scale != 1.0 else "")
             if low:
-                return "too small", f"too small: {plural} cover about {_pct(med)} of the part: make it {word}"
-            return "too large", f"too large: {plural} cover about {_pct(med)} of the part: make it {word}"
+                return "too small", f"too small: {plural} cover about {share} of the part: make it {word}"
+            return "too large", f"too large: {plural} cover about {share} of the part: make it {word}"
         if measure_name in ("delta_e", "feature_distance", "visibility"):
             if low:
                 return "too faint", (f"too faint: {plural} stand out more from the surface: make it more "
