@@ -102,6 +102,16 @@ def test_ambiguous_type_names():
     assert atlas_kind("thread") == "thread" and atlas_kind("thread_side") is None and atlas_kind("thread_top") is None
     assert atlas_kind("manipulated_front") is None and atlas_kind("scratch_head") == "scratch"
     assert atlas_kind("metal_contamination") == "contamination" and atlas_kind("pitting") == "hole"
+    # one rule for the atlas, the prompt writer and the painter: the part at a place is read as the part, the rest
+    # of the name still names a kind; a kind-less name is drawn as the generic defect (contamination)
+    from local_agent.tools.painter.spec import parse_prompt
+    from local_agent.tools.prompt_gen import defect_phrase
+
+    assert atlas_kind("thread_top_scratch") == "scratch" and atlas_kind("print_side") is None
+    assert defect_phrase("thread_side")[0] == "contamination" and defect_phrase("thread")[0] == "thread"
+    ask = "Using the provided image, change only one region of the screw to add a {} defect. Keep the rest unchanged."
+    assert parse_prompt(ask.format("thread side")).kind == "contamination"
+    assert parse_prompt(ask.format("thread")).kind == "thread"
 
 
 def test_leaving_a_category_out_changes_the_atlas():

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -27,7 +26,7 @@ import numpy as np
 
 from .atlas import MEASURES, Atlas, AtlasError
 from .imaging import clean_mask, difference_map, difference_mask, elongation, foreground_mask, to_lab
-from .painter.spec import kind_of
+from .painter.spec import defect_kind, kind_of
 
 SPECK = 12              # px: parts smaller than this are not counted (the mask tool drops them too)
 RING = (2, 7)           # px: the ring outside a defect that stands for "its surroundings"
@@ -36,24 +35,12 @@ SELF_EXCLUDE = 2        # patches: a normal patch's nearest neighbour is searche
 CODE_VERSION = "4"      # bump when a measure changes meaning (the stale-atlas test also hashes this file)
 COUNTERFEIT_SEED = 0    # the bad edits of a real defect are drawn with trajectories.sample_seed(this, its key)
 
-# "thread" names a part of a screw or bolt as often as a loose fibre: "thread_side", "thread_top" are damage ON the
-# thread. A kind word followed by a place word, for kinds that are also part names, is ambiguous.
-_PART_KINDS = frozenset({"thread", "print"})
-_PLACE_WORDS = r"(?:side|top|front|back|bottom|head|neck|tip|base|left|right)"
-
-
 def atlas_kind(type_name: str) -> str | None:
-    """The painter's kind of a real type name, or None when the name is ambiguous or names no kind.
-
-    Rule: ``kind_of(name)``; None when no kind word occurs ("manipulated_front"), or when the kind is also the name
-    of an object part and is followed by a place word ("thread_side", "thread_top": damage on a screw's thread,
-    not a fibre). Rows always keep the real ``type`` too, so a kind-less type still finds its own rows by name.
+    """The painter's kind of a real type name, or None when it names no kind ("manipulated_front") or only an
+    object part at a place ("thread_side", "thread_top": damage on a screw's thread, not a fibre): ``defect_kind``.
+    Rows always keep the real ``type`` too, so a kind-less type still finds its own rows by name.
     """
-    kind = kind_of(type_name)
-    if kind in _PART_KINDS and re.search(kind + r"[ _-]+" + _PLACE_WORDS + r"\b", type_name.lower().replace("-", "_")
-                                          .replace("_", " ") + " "):
-        return None
-    return kind
+    return defect_kind(type_name)
 
 
 def object_mask(image: np.ndarray, category: str) -> np.ndarray:
@@ -285,7 +272,7 @@ def code_fingerprint() -> str:
                imaging._difference_map, imaging._recall, imaging.align_to, imaging.clean_mask, imaging.foreground_mask,
                imaging._grabcut_foreground, imaging.elongation, trajectories.reconstruct_normal,
                trajectories.load_mask, backbone.patch_features, backbone.SameConv, backbone.MBConv,
-               backbone.EfficientNetLite0.stages, kind_of, trajectories.make_failure, trajectories.sample_seed):
+               backbone.EfficientNetLite0.stages, kind_of, defect_kind, trajectories.make_failure, trajectories.sample_seed):
         parts.append(inspect.getsource(fn))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from .base import Tool, ToolError, Workspace, build_backend, string_arg
 from .imaging import TEXTURE_CATEGORIES, foreground_mask, luminance
-from .painter.spec import KIND_PHRASES, kind_of
+from .painter.spec import KIND_PHRASES, defect_kind
 
 
 def item_noun(category: str) -> str:
@@ -18,7 +18,7 @@ def item_noun(category: str) -> str:
 def defect_phrase(anomaly_type: str) -> tuple[str, str]:
     """(kind, phrase) for a type name; unknown names keep their own words and borrow the nearest kind."""
     words = re.sub(r"[_\-]+", " ", anomaly_type).strip()
-    kind = kind_of(words)
+    kind = defect_kind(words)
     if kind is None:
         return "contamination", f"a {words} defect (a foreign particle contamination)"
     phrase = KIND_PHRASES[kind]

@@ -127,6 +127,22 @@ def kind_of(text: str, default: str | None = None) -> str | None:
     return min(hits)[1] if hits else default
 
 
+# "thread" names a part of a screw or bolt as often as a loose fibre, "print" a printed area as often as a smear:
+# "thread_side", "thread_top" are damage ON the thread. A part-name kind followed by a place word names no kind.
+PART_KINDS = frozenset({"thread", "print"})
+PLACE_WORDS = r"(?:side|top|front|back|bottom|head|neck|tip|base|left|right)"
+
+
+def defect_kind(text: str, default: str | None = None) -> str | None:
+    """``kind_of``, with a part name followed by a place word ("thread side") read as the part, not as the kind:
+    the kind is then what the rest of the text names, else ``default``. The atlas (``atlas_kind``), the prompt
+    writer and the painter read type names by this one rule."""
+    low = text.lower().replace("_", " ").replace("-", " ")
+    for part in PART_KINDS:
+        low = re.sub(r"(?<![a-z])" + part + r" +" + PLACE_WORDS + r"(?![a-z])", " ", low)
+    return kind_of(low, default)
+
+
 def edit_clause(prompt: str) -> str:
     """The part of a paper-style prompt that describes the change ("change only … ." up to "Keep the rest")."""
     low = prompt.lower()
@@ -143,7 +159,7 @@ PIN_WORDS = ("pitting", "pinhole", "pin hole", "pore", "pits", "pit ")
 
 def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpec:
     clause = edit_clause(prompt)
-    spec = DefectSpec(kind=kind_of(clause) or kind_of(prompt) or fallback_kind)
+    spec = DefectSpec(kind=defect_kind(clause) or defect_kind(prompt) or fallback_kind)
     pin = spec.kind == "hole" and any(w in clause for w in PIN_WORDS)
     if pin:  # read as "tiny subtle" unless words say more (or a plant's own pits say otherwise: priors.apply_priors)
         spec.size, spec.intensity, spec.size_word, spec.intensity_word = 0.05, 0.45, "tiny", "subtle"
