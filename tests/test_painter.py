@@ -22,6 +22,8 @@ def centroid(mask):
     ("metal_contamination", "contamination"), ("glue", "glue"), ("thread", "thread"), ("faulty_imprint", "print"),
     ("poke", "hole"), ("color", "color"), ("oil", "stain"), ("fold", "fold"), ("rough", "rough"),
     ("broken_large", "broken"), ("squeeze", "bent"), ("crack", "crack"), ("scratch_head", "scratch"),
+    # VisA's names (no VisA category is in ../shared: read by meaning, not measured)
+    ("burnt", "color"), ("melt", "bent"), ("misshape", "bent"), ("leak", "stain"), ("wrong_place", "missing"),
 ])
 def test_type_names_map_to_kinds(name, kind):
     assert kind_of(name) == kind
