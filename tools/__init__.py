@@ -35,10 +35,12 @@ def with_shared_scale(config: dict[str, Any]) -> dict[str, Any]:
     """The image generator's ``size_scale`` (real areas times F, with an atlas) handed to the calibrated judge when
     the judge has none of its own: a judge measuring at real sizes would call every scaled attempt "too large" and
     the loop would shrink it back."""
+    from .painter.priors import atlas_off
+
     gen, judge = config.get("image_gen"), config.get("quality_eval")
     if not (isinstance(gen, dict) and isinstance(judge, dict)) or "size_scale" not in gen or "size_scale" in judge:
         return config
-    if judge.get("backend") != "calibrated" or str(gen.get("atlas") or "none").strip().lower() in ("none", "off", "false"):
+    if judge.get("backend") != "calibrated" or atlas_off(gen.get("atlas")):
         return config
     return {**config, "quality_eval": {**judge, "size_scale": gen["size_scale"]}}
 

@@ -33,8 +33,8 @@ from scipy.special import stdtr
 
 from .atlas import MIN_ROWS, Atlas
 from .atlas_measure import NormalFeatures, atlas_kind, feature_change, measure_attempt, patch_cover
-from .imaging import foreground_mask
 from .base import positive_option
+from .imaging import foreground_mask
 from .painter.spec import SIZE_WORDS
 from .quality_eval import verdict
 

@@ -45,9 +45,14 @@ PHYSICAL_LOOK = frozenset({"missing", "broken", "bent", "hole", "crack", "cut", 
 EDGE_KINDS = frozenset({"missing", "broken"})
 
 
+def atlas_off(option: Any) -> bool:
+    """Whether an ``atlas`` option asks for no atlas (unset, ``none``, ``off``, ``false``)."""
+    return option is None or str(option).strip().lower() in ("", "none", "off", "false")
+
+
 def load_atlas(option: str | Path | None) -> Atlas | None:
     """The painter/prompt-writer option ``atlas``: ``none`` (no priors), ``default`` (the shipped atlas) or a path."""
-    if option is None or str(option).strip().lower() in ("", "none", "off", "false"):
+    if atlas_off(option):
         return None
     try:
         return Atlas.load(None if str(option).strip().lower() == "default" else option)
