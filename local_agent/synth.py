@@ -133,7 +133,7 @@ def discover_sources(inputs: Iterable[Path], category: str | None = None
 
 
 def name_warnings(categories: Iterable[str], anomaly_types: Iterable[str]) -> list[str]:
-    from .tools.painter.spec import kind_of
+    from .tools.painter.spec import defect_kind
 
     categories, anomaly_types = list(categories), list(anomaly_types)
     out = renamed(categories, "category") + renamed(anomaly_types, "anomaly type")
@@ -142,7 +142,7 @@ def name_warnings(categories: Iterable[str], anomaly_types: Iterable[str]) -> li
             out.append(f"category '{cat}' is not a known MVTec AD / VisA name: used as free text")
     all_types = {t for types in KNOWN_TYPES.values() for t in types}
     for t in anomaly_types:
-        kind = kind_of(t)
+        kind = defect_kind(t)
         if t not in all_types:
             read = f"drawn as '{kind}'" if kind else "no defect kind recognised, drawn as generic contamination"
             out.append(f"anomaly type '{t}' is not a known MVTec AD / VisA name: used as free text ({read})")

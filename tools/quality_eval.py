@@ -8,7 +8,7 @@ import numpy as np
 
 from .base import Tool, Workspace, build_backend, string_arg
 from .imaging import difference_mask, elongation, foreground_mask, luminance
-from .painter.spec import BLOB_KINDS, LINEAR_KINDS, SOFT_KINDS, kind_of
+from .painter.spec import BLOB_KINDS, LINEAR_KINDS, SOFT_KINDS, defect_kind
 
 # Fault name -> what the refinement should do about it (the scripted policy and the SFT data read these).
 FAULT_ADVICE = {
@@ -51,7 +51,7 @@ class HeuristicJudge:
 
     def evaluate(self, normal: np.ndarray, edited: np.ndarray, category: str, anomaly_type: str,
                  foreground: np.ndarray | None = None) -> dict[str, Any]:
-        kind = kind_of(anomaly_type)
+        kind = defect_kind(anomaly_type)
         region, diff = difference_mask(normal, edited)
         faults: list[str] = []
         if region.sum() == 0:
