@@ -14,9 +14,9 @@ from local_agent.profile import load_profile
 from local_agent.protocol import TOOL_NAMES, ToolSpec, parse_agent_message, parse_tool_response
 from local_agent.tools import build_tools
 from local_agent.training.rewards import is_legal, read_episode
-from local_agent.training.trajectories import (FAILURE_MODES, TrajectoryError, build_trajectories, find_real_samples,
-                                               load_mask, make_failure, parse_proportions, read_existing,
-                                               reconstruct_normal)
+from local_agent.training.trajectories import (FAILURE_MODES, TrajectoryError, at_real_sizes, build_trajectories,
+                                               find_real_samples, load_mask, make_failure, parse_proportions,
+                                               read_existing, reconstruct_normal)
 
 
 def _heuristic_tools():
@@ -115,6 +115,24 @@ def test_each_failure_mode_fails_the_real_judge(shared_data):
     assert "off the object" in verdicts["misplaced"]["faults"]
     # textures have no "off the object": misplacing does not apply there
     assert make_failure("misplaced", normal, anomaly, mask, np.ones_like(mask), "broken", rng) is None
+
+
+def test_real_anomalies_are_judged_at_real_sizes_whatever_the_painters_scale(tmp_path, shared_data):
+    """A profile whose painter draws real areas times F (``size_scale``) hands F to the calibrated judge in synth;
+    a trajectory replays real anomalies, so its judge must stay at real sizes or it calls them too small."""
+    tools = load_profile("default")["tools"]
+    scaled = {**tools, "image_gen": {**tools["image_gen"], "atlas": "default", "size_scale": 16}}
+    assert build_tools(scaled)["quality_eval"].backend.size_scale == 16
+    assert build_tools(at_real_sizes(scaled))["quality_eval"].backend.size_scale == 1
+    assert scaled["image_gen"]["size_scale"] == 16          # the caller's config is left as it was
+    data = tmp_path / "grid"     # one real broken wire, which the judge passes at real sizes and fails 16x smaller
+    for part in ("test/broken/000.png", "ground_truth/broken/000_mask.png"):
+        (data / part).parent.mkdir(parents=True, exist_ok=True)
+        (data / part).symlink_to(shared_data / "mvtec" / "grid" / part)
+    plain = {**tools, "image_gen": {k: v for k, v in tools["image_gen"].items() if k != "size_scale"}}
+    written = [build_trajectories(data, tmp_path / f"{name}.jsonl", config, {1: 1.0}).written
+               for name, config in (("plain", plain), ("scaled", scaled))]
+    assert written == [1, 1]
 
 
 def test_reconstruction_removes_the_defect(shared_data):

@@ -371,6 +371,15 @@ def images_dir(out: Path) -> Path:
     return out.parent / f"{out.stem}_images"
 
 
+def at_real_sizes(tools_config: dict[str, Any]) -> dict[str, Any]:
+    """The tools without the painter's ``size_scale``: a trajectory replays a real anomaly and recipe edits of it, at
+    real sizes, so ``build_tools`` must not hand that scale to the judge (it would call real defects too small)."""
+    gen = tools_config.get("image_gen")
+    if not (isinstance(gen, dict) and "size_scale" in gen):
+        return tools_config
+    return {**tools_config, "image_gen": {k: v for k, v in gen.items() if k != "size_scale"}}
+
+
 def build_trajectories(data: Path, out: Path, tools_config: dict[str, Any], proportions: dict[int, float],
                        seed: int = 0, limit: int | None = None, require_pass: bool = True,
                        kr_threshold: float = 3.0,
@@ -390,7 +399,7 @@ def build_trajectories(data: Path, out: Path, tools_config: dict[str, Any], prop
     atomic_write_bytes(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in existing).encode())
     done = {r["meta"]["key"] for r in existing}
     ns, shares = list(proportions), list(proportions.values())
-    tools = build_tools(tools_config)
+    tools = build_tools(at_real_sizes(tools_config))
     with out.open("a") as f:
         for i, sample in enumerate(samples):
             if sample.key in done:
