@@ -417,6 +417,25 @@ def test_a_rebuilt_atlas_file_makes_new_samples(tmp_path):
     assert synthesis_inputs("draem", profile, "tex", 3) == synthesis_inputs("draem", heuristic_profile(), "tex", 3)
 
 
+def test_open_loop_is_judged_by_the_judge_the_agent_answers_to(shared_data, tmp_path):
+    """With the painter at twice the real sizes the agent's judge measures in those units; open-loop's judge pass %
+    must be that judge's verdict too, so that one attempt of the agent is open-loop's sample, to the verdict. Before,
+    open-loop was judged at real sizes (ball_screw's third pit: passed there, failed by the agent's judge)."""
+    from local_agent.evaluation.synthesis import synthesize_method
+    from local_agent.profile import load_profile
+
+    profile = load_profile("default")
+    profile["tools"]["image_gen"] = {**profile["tools"]["image_gen"], "atlas": "default", "size_scale": 2}
+    category = read_category(shared_data / "bsdata" / "ball_screw")
+    one_shot = synthesize_method("open-loop", category, tmp_path / "ol", n=3, seed=0, profile=profile)
+    agent = synthesize_method("agent", category, tmp_path / "agent", n=3, seed=0, profile=profile, max_attempts=1)
+    assert len(one_shot) == len(agent) == 3
+    for a, b in zip(one_shot, agent):
+        assert np.array_equal(np.asarray(Image.open(a.image)), np.asarray(Image.open(b.image)))
+    assert [s.passed for s in one_shot] == [s.passed for s in agent]
+    assert not all(s.passed for s in agent)
+
+
 def test_seeds_and_paired_differences_are_deterministic_and_resume(shared_data, tmp_path):
     from local_agent.evaluation.harness import evaluate, flat_metrics
 

@@ -73,6 +73,14 @@ def ig_config(method: str, category: Category, profile: dict[str, Any], textures
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
+def loop_judge(tools: dict[str, Any]) -> dict[str, Any]:
+    """The judge's options as the agent's loop builds them (``build_tools``: with the painter's ``size_scale``), so
+    every method's judge pass % is the verdict of the judge the agent answers to."""
+    from ..tools import with_shared_scale
+
+    return with_shared_scale(tools)["quality_eval"]
+
+
 def synthesis_inputs(method: str, profile: dict[str, Any], textures: str | None, max_attempts: int,
                      category: str | None = None) -> dict[str, Any]:
     """What a method's samples, and the judge's verdicts in their manifest, depend on besides the category, the seed
@@ -86,7 +94,7 @@ def synthesis_inputs(method: str, profile: dict[str, Any], textures: str | None,
         if category is not None:
             max_attempts = loop_attempts(profile, [category], max_attempts)[category]
         return {"profile": profile, "max_attempts": max_attempts, **_atlas_files(profile, tools)}
-    used = {"mask_gen": tools["mask_gen"], "quality_eval": tools["quality_eval"]}
+    used = {"mask_gen": tools["mask_gen"], "quality_eval": loop_judge(tools)}
     if method == "open-loop":
         used["image_gen"] = tools["image_gen"]
     elif method in ("draem", "draem-fg"):
@@ -147,7 +155,7 @@ def _synthesize_single_call(method: str, category: Category, out: Path, n: int, 
 
     editor = build_backend(image_gen.BACKENDS, "image_gen", ig_config(method, category, profile, textures))
     masker = build_backend(mask_gen.BACKENDS, "mask_gen", profile["tools"]["mask_gen"])
-    judge = build_backend(quality_eval.BACKENDS, "quality_eval", profile["tools"]["quality_eval"])
+    judge = build_backend(quality_eval.BACKENDS, "quality_eval", loop_judge(profile["tools"]))
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.jsonl"
     done = read_manifest(manifest)
