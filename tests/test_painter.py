@@ -5,7 +5,7 @@ import pytest
 
 from local_agent.tools.imaging import difference_map, difference_mask, elongation, foreground_mask
 from local_agent.tools.painter import ProceduralPainter, parse_prompt
-from local_agent.tools.painter.spec import KIND_PHRASES, KINDS, kind_of
+from local_agent.tools.painter.spec import KIND_PHRASES, KINDS, defect_kind
 
 
 def prompt(words: str, item: str = "transistor") -> str:
@@ -24,9 +24,20 @@ def centroid(mask):
     ("broken_large", "broken"), ("squeeze", "bent"), ("crack", "crack"), ("scratch_head", "scratch"),
     # VisA's names (no VisA category is in ../shared: read by meaning, not measured)
     ("burnt", "color"), ("melt", "bent"), ("misshape", "bent"), ("leak", "stain"), ("wrong_place", "missing"),
+    # names whose words named no kind and were drawn as a foreign particle (issue 14: blowholes drawn too large)
+    ("MT_Blowhole", "hole"), ("bubble", "hole"), ("MT_Fray", "rough"), ("fabric_interior", "rough"),
+    ("cable_swap", "color"), ("pill_type", "color"), ("major_rust", "color"), ("gray_stroke", "print"),
+    ("extra_wax_in_candle", "contamination"),
+    # a kind word outranks a fallback word wherever it stands; place-only and logical names stay kind-less
+    ("rust_stain", "stain"), ("spot_of_glue", "glue"), ("thread_side", None), ("flip", None), ("combined", None),
 ])
 def test_type_names_map_to_kinds(name, kind):
-    assert kind_of(name) == kind
+    assert defect_kind(name) == kind
+
+
+def test_blowholes_are_pin_sized_like_pitting():
+    blowhole, pitting = (parse_prompt(prompt(f"one region of the tile: a round hole ({t})")) for t in ("blowhole", "pitting"))
+    assert blowhole.kind == pitting.kind == "hole" and blowhole.size == pitting.size < parse_prompt(prompt("a hole")).size
 
 
 def test_prompt_words_are_read():

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 KIND_WORDS: dict[str, tuple[str, ...]] = {
     "scratch": ("scratch", "scuff", "abrasion", "abraded", "score mark"),
     "crack": ("crack", "fissure", "craze"),
-    "hole": ("hole", "poke", "puncture", "pinhole", "perforat", "pit", "dimple"),
+    "hole": ("hole", "poke", "puncture", "pinhole", "perforat", "pit", "dimple", "blowhole", "blow hole", "bubble",
+             "blister", "void", "pore"),
     "cut": ("cut", "gash", "slit", "incision", "nick", "sever", "clipped", "trimmed"),
     "contamination": ("contamina", "foreign", "particle", "debris", "dirt", "dust", "speck", "residue", "fleck"),
     "stain": ("stain", "liquid", "oil", "water", "smudge", "splash", "spill", "drip", "droplet", "wet", "grease",
@@ -27,10 +28,20 @@ KIND_WORDS: dict[str, tuple[str, ...]] = {
     "fold": ("fold", "crease", "wrinkl", "pleat"),
     "glue": ("glue", "adhesive", "resin", "sealant"),
     "thread": ("thread", "fibre", "fiber", "hair", "strand", "filament", "lint"),
-    "rough": ("rough", "grain", "bump", "porous", "pitted surface", "uneven"),
+    "rough": ("rough", "grain", "bump", "porous", "pitted surface", "uneven", "fray", "burr", "worn"),
     "broken": ("broken", "fractur", "chip", "break", "shatter", "split", "damag", "flake"),
 }
 KINDS = tuple(KIND_WORDS)
+
+# Words that name a kind only when nothing above does: type names of public datasets whose words name no defect
+# ("major_rust", "cable_swap": a wire of the wrong colour, "pill_type": another pill's speckles, "gray_stroke": a pen
+# stroke, "extra_wax", "fabric_interior": damaged weave). A kind word still wins: "a rust stain" is a stain.
+FALLBACK_KIND_WORDS: dict[str, tuple[str, ...]] = {
+    "color": ("rust", "corros", "oxidi", "paint", "swap", "pill type"),
+    "print": ("stroke", "pen mark", "marker"),
+    "contamination": ("extra", "spot", "splatter"),
+    "rough": ("fabric", "weave"),
+}
 
 # Shape the judge expects: linear kinds are thin and elongated, blob kinds compact.
 LINEAR_KINDS = frozenset({"scratch", "crack", "thread", "cut", "fold"})
@@ -123,10 +134,14 @@ def _first_match(text: str, stems: tuple[str, ...]) -> int | None:
 
 
 def kind_of(text: str, default: str | None = None) -> str | None:
-    """The kind named earliest in ``text`` (underscores read as spaces), or ``default``."""
+    """The kind named earliest in ``text`` (underscores read as spaces), else the earliest fallback word's kind,
+    else ``default``."""
     text = text.lower().replace("_", " ").replace("-", " ")
-    hits = [(pos, kind) for kind, stems in KIND_WORDS.items() if (pos := _first_match(text, stems)) is not None]
-    return min(hits)[1] if hits else default
+    for words in (KIND_WORDS, FALLBACK_KIND_WORDS):
+        hits = [(pos, kind) for kind, stems in words.items() if (pos := _first_match(text, stems)) is not None]
+        if hits:
+            return min(hits)[1]
+    return default
 
 
 # "thread" names a part of a screw or bolt as often as a loose fibre, "print" a printed area as often as a smear:
@@ -156,7 +171,7 @@ def edit_clause(prompt: str) -> str:
 
 
 # Pin-sized defects: without a size word they are tiny and subtle (real pitting covers a few pixels).
-PIN_WORDS = ("pitting", "pinhole", "pin hole", "pore", "pits", "pit ")
+PIN_WORDS = ("pitting", "pinhole", "pin hole", "pore", "pits", "pit ", "blowhole", "blow hole")
 
 
 def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpec:
