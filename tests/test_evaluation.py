@@ -125,6 +125,27 @@ def test_layout_refusals(shared_data, tmp_path):
         read_category(tmp_path / "nowhere")
 
 
+def test_test_images_of_several_sizes_are_resized_to_the_most_common(shared_data, tmp_path):
+    """Magnetic-tile crops and a plant's photos come in several sizes; the pixel metrics need one. Before, a
+    category like that stopped `evaluate` with an error. The odd image and its mask are resized together."""
+    from local_agent.evaluation.harness import load_real
+
+    root = make_category(shared_data, tmp_path / "cat", n_train=2, n_good=2, n_per_type=2)
+    image, mask = root / "test" / "thread" / "001.png", root / "ground_truth" / "thread" / "001_mask.png"
+    with Image.open(mask) as m:
+        before = np.asarray(m.convert("L")) >= 128
+    for path, resample in ((image, Image.BILINEAR), (mask, Image.NEAREST)):
+        with Image.open(path) as im:
+            im.resize((300, 200), resample).save(path)
+    real = load_real(read_category(root), 64)
+    assert real.resized == 1 and real.test_masks.shape[1:] == (256, 256)
+    assert all(im.shape[:2] == (256, 256) for im in real.test_images)
+    i = [str(it.image) for it in read_category(root).test].index(str(image))
+    back = real.test_masks[i]
+    assert (back & before).sum() / (back | before).sum() > 0.8, "the mask stays on its defect"
+    assert load_real(read_category(make_category(shared_data, tmp_path / "plain", 2, 2, 2)), 64).resized == 0
+
+
 def test_layout_refusals_test_split(shared_data, tmp_path):
     root = make_category(shared_data, tmp_path / "cat", n_train=1, n_good=1, n_per_type=1, types=("broken",))
     for remove, expected in (("test/good", r"no normal test images in test/good/"),
@@ -415,6 +436,11 @@ def test_a_rebuilt_atlas_file_makes_new_samples(tmp_path):
         keys.append([synthesis_inputs(m, profile, None, 3) for m in ("agent", "open-loop")])
     assert all(a != b for a, b in zip(*keys))
     assert synthesis_inputs("draem", profile, "tex", 3) == synthesis_inputs("draem", heuristic_profile(), "tex", 3)
+    # the loop's own image_gen option keys the agent's samples, not open-loop's (one attempt: nothing to reseed)
+    keep = heuristic_profile()
+    keep["tools"]["image_gen"] = {**keep["tools"]["image_gen"], "reseed": False}
+    assert synthesis_inputs("open-loop", keep, None, 3) == synthesis_inputs("open-loop", heuristic_profile(), None, 3)
+    assert synthesis_inputs("agent", keep, None, 3) != synthesis_inputs("agent", heuristic_profile(), None, 3)
 
 
 def test_open_loop_is_judged_by_the_judge_the_agent_answers_to(shared_data, tmp_path):

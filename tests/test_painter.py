@@ -97,6 +97,34 @@ def test_words_alone_change_kind_place_and_size(transistor_image):
     assert d_strong.max() > 1.5 * d_faint.max()
 
 
+def test_the_judges_shape_advice_changes_the_shape_not_the_size(transistor_image):
+    """The judge's "wrong shape" advice ("make it thin and long" / "make it compact and rounded") sets the defect's
+    elongation. Before, "long" was read as a size word: asked for a thinner defect, the painter drew a larger one,
+    and refining the same defect moved its elongation the asked way 26 % of the time (stop 30)."""
+    from local_agent.policies.scripted import refine_prompt
+    from local_agent.profile import load_profile
+    from local_agent.tools import build_tools
+
+    judge = build_tools(load_profile()["tools"])["quality_eval"].backend
+    judge._own_kind = True
+    base = prompt("one region of the transistor to add a contamination particle")
+    rows = [{"elongation": e} for e in (2.0, 3.0, 4.0, 5.0, 6.0)]
+    thin, compact = (refine_prompt(base, ["wrong shape"], "Not acceptable yet. " + judge._advice(
+        "elongation", x, rows, "stain", "stain")[1] + ".") for x in (1.0, 9.0))
+    assert parse_prompt(thin).shape == "elongated" and parse_prompt(compact).shape == "compact"
+    assert parse_prompt(thin).size == parse_prompt(base).size and parse_prompt(thin).size_word is None
+    assert parse_prompt(prompt("a long scratch")).size_word == "long"                      # "long" alone still is one
+    assert parse_prompt(prompt("a thin straight scratch")).shape is None                   # the scratch phrase is not
+    painter = ProceduralPainter(atlas="default")
+    longer = 0
+    for seed in range(4):
+        regions = [painter.edit_with_region(transistor_image, words, seed=seed, category="transistor",
+                                            anomaly_type="contamination")[1]
+                   for words in (base, thin)]
+        longer += elongation(regions[1]) > 1.5 * elongation(regions[0])
+    assert longer >= 3
+
+
 def test_deterministic_per_seed(grid_image):
     painter = ProceduralPainter()
     p = prompt("the centre of the grid to add a visible medium crack")

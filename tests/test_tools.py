@@ -41,6 +41,23 @@ def test_image_gen_edits_the_original_and_indexes_from_one(tools, grid_image):
     assert not np.array_equal(ws.images[1], ws.images[2]), "each attempt gets its own seed"
 
 
+def test_without_reseeding_a_refinement_redraws_the_same_defect(grid_image):
+    """``reseed: false``: every attempt draws with the first attempt's seed, so the same prompt gives the same image
+    and a refinement changes only what its words ask; the first attempt is the reseeding loop's (open-loop's) own."""
+    config = load_profile()["tools"]
+    keep = build_tools({**config, "image_gen": {**config["image_gen"], "reseed": False}})["image_gen"]
+    ws, ws_default = workspace(grid_image, "grid", "crack"), workspace(grid_image, "grid", "crack")
+    prompt = "Using the provided image, change only the centre to add a crack. Keep the rest"
+    keep(ws, prompt=prompt)
+    keep(ws, prompt=prompt)
+    build_tools(config)["image_gen"](ws_default, prompt=prompt)
+    assert np.array_equal(ws.images[1], ws.images[2]) and np.array_equal(ws.images[1], ws_default.images[1])
+    keep(ws, prompt=prompt.replace("add a crack", "add a large pronounced crack"))
+    assert not np.array_equal(ws.images[1], ws.images[3]), "the words still change the defect"
+    with pytest.raises(ValueError, match="reseed must be true or false"):
+        build_tools({**config, "image_gen": {**config["image_gen"], "reseed": "no"}})
+
+
 def test_bad_indices_are_tool_errors(tools, grid_image):
     ws = workspace(grid_image, "grid")
     for tool, args in [("quality_eval", {"image_index": 5}), ("mask_gen", {"image_index": 1}),

@@ -134,14 +134,19 @@ class Atlas:
                                        self.meta, [r for r in self.counterfeits if _norm(r["category"]) != key])
         return self._without[key]
 
-    def rows_for(self, kind: str | None) -> list[dict[str, Any]]:
-        """Rows of a kind (or of a real type name kept under its own name); every row when the kind has too few."""
+    def kind_rows(self, kind: str | None) -> list[dict[str, Any]] | None:
+        """Rows of a kind (or of a real type name kept under its own name), None when it has too few."""
         if kind:
             key = _norm(kind)
             own = [r for r in self.rows if _norm(r.get("kind") or "") == key or _norm(r.get("type") or "") == key]
             if len(own) >= MIN_ROWS:
                 return own
-        return self.rows
+        return None
+
+    def rows_for(self, kind: str | None) -> list[dict[str, Any]]:
+        """Rows of a kind (or of a real type name kept under its own name); every row when the kind has too few."""
+        own = self.kind_rows(kind)
+        return self.rows if own is None else own
 
     def values(self, kind: str | None, measure: str) -> np.ndarray:
         if measure not in MEASURES:

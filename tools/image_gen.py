@@ -14,6 +14,15 @@ BACKENDS: dict[str, type | str] = {"procedural": ProceduralPainter, "diffusers":
             "nsa": "local_agent.tools.baselines:NaturalSynthetic"}
 
 
+# Options of the tool itself, not of its backend (``backend_config`` strips them before the backend is built).
+TOOL_OPTIONS = ("reseed",)
+
+
+def backend_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without the tool's own options: what the image backend is built from (and keyed on)."""
+    return {k: v for k, v in config.items() if k not in TOOL_OPTIONS}
+
+
 def edit_image(backend: Any, image: np.ndarray, prompt: str, seed: int, category: str, anomaly_type: str) -> np.ndarray:
     """``backend.edit``, with the requested type name for a backend that reads it (``reads_type``: the painter
     copies a plant's own real defect of that type from its atlas)."""
@@ -31,9 +40,15 @@ class ImageGen(Tool):
         "required": ["prompt"],
     }
 
+    def __init__(self, backend: Any, reseed: bool = True):
+        super().__init__(backend)
+        self.reseed = reseed
+
     def __call__(self, workspace: Workspace, **arguments: Any) -> dict[str, Any]:
         prompt = string_arg(arguments, "prompt")
-        attempt = len(workspace.images)  # 1 for the first edit: a new seed per attempt, reproducible per sample
+        # 1 for the first edit: a new seed per attempt, reproducible per sample; without reseeding every attempt
+        # draws with the first attempt's seed, so a refinement changes the same defect only where its words ask
+        attempt = len(workspace.images) if self.reseed else 1
         seed = int(np.random.SeedSequence([workspace.seed, attempt]).generate_state(1)[0])
         edited = edit_image(self.backend, workspace.normal, prompt, seed, workspace.category, workspace.anomaly_type)
         if edited.shape != workspace.normal.shape or edited.dtype != np.uint8:
@@ -44,4 +59,7 @@ class ImageGen(Tool):
 
 
 def build(config: dict[str, Any]) -> ImageGen:
-    return ImageGen(build_backend(BACKENDS, ImageGen.name, config))
+    reseed = config.get("reseed", True)
+    if not isinstance(reseed, bool):
+        raise ValueError(f"bad options for image_gen: reseed must be true or false, got {reseed!r}")
+    return ImageGen(build_backend(BACKENDS, ImageGen.name, backend_config(config)), reseed=reseed)

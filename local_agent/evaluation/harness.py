@@ -93,6 +93,7 @@ class RealData:
     test_masks: np.ndarray               # bool (T, H, W), empty for good images
     test_labels: np.ndarray              # 1 = anomalous
     test_types: list[str]
+    resized: int = 0                     # test images resized to the category's most common size (load_real)
     features: dict[str, Any] = field(default_factory=dict)   # encoder outputs, computed once per category
     type_features: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -146,20 +147,28 @@ class RealData:
 
 
 def load_real(category: Category, side: int) -> RealData:
+    """The category's real images. Test images of several sizes (magnetic-tile crops, a plant's own photos) are
+    resized, with their masks (nearest neighbour), to the most common size: the pixel metrics need one size per
+    category, as anomalib's fixed input size gives them. ``resized`` says how many were."""
+    import cv2
+
     normals = np.stack([_resize(load_image(p).rgb, side) for p in category.train_good])
     images, masks = [], []
     for item in category.test:
         rgb = load_image(item.image).rgb
         images.append(rgb)
         masks.append(_read_mask(item.mask) if item.mask else np.zeros(rgb.shape[:2], bool))
-    shapes = {m.shape for m in masks}
-    if len(shapes) > 1:
-        from .layout import LayoutError
-
-        raise LayoutError(f"{category.root}: test images have different sizes {sorted(shapes)}; "
-                          "the pixel metrics need one size per category")
+    shapes = [m.shape for m in masks]
+    h, w = max(set(shapes), key=lambda s: (shapes.count(s), s[0] * s[1]))   # most common; ties: the largest
+    resized = 0
+    for i, m in enumerate(masks):
+        if m.shape != (h, w):
+            grow = h * w > m.size
+            images[i] = cv2.resize(images[i], (w, h), interpolation=cv2.INTER_LINEAR if grow else cv2.INTER_AREA)
+            masks[i] = cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+            resized += 1
     return RealData(normals, images, np.stack(masks), np.array([int(it.is_anomalous) for it in category.test]),
-                    [it.anomaly_type for it in category.test])
+                    [it.anomaly_type for it in category.test], resized=resized)
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -535,6 +544,11 @@ def evaluate(data: str | Path | Sequence[str | Path], methods: list[str], out: s
                 "data": str(category.root), "methods": {},
                 "test_set": {"images": len(real.test_labels), "anomalous": int(real.test_labels.sum()),
                              "types": category.anomaly_types, "train_good": len(category.train_good)}}
+            if real.resized:
+                size = "x".join(map(str, real.test_masks.shape[:0:-1]))
+                entry["test_set"]["resized_to"] = size
+                reporter.log(f"{category.name}: {real.resized} test images of other sizes resized to {size} (the most "
+                             "common size), with their masks, for the pixel metrics")
             results["categories"][category.name] = entry
             for method in methods:
                 per_seed = {str(s): run_one(method, s, category, real, out / category.name / method / f"seed{s}",

@@ -68,8 +68,10 @@ def ig_config(method: str, category: Category, profile: dict[str, Any], textures
         return {"backend": "draem", "textures": textures, "foreground": method == "draem-fg"}
     if method == "nsa":
         return {"backend": "nsa", "sources": str(category.root / "train" / "good")}
-    if method == "open-loop":
-        return dict(profile["tools"]["image_gen"])
+    if method == "open-loop":   # one attempt: the loop's own options (reseed) do not apply
+        from ..tools import image_gen
+
+        return image_gen.backend_config(profile["tools"]["image_gen"])
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
@@ -94,9 +96,11 @@ def synthesis_inputs(method: str, profile: dict[str, Any], textures: str | None,
         if category is not None:
             max_attempts = loop_attempts(profile, [category], max_attempts)[category]
         return {"profile": profile, "max_attempts": max_attempts, **_atlas_files(profile, tools)}
+    from ..tools import image_gen
+
     used = {"mask_gen": tools["mask_gen"], "quality_eval": loop_judge(tools)}
     if method == "open-loop":
-        used["image_gen"] = tools["image_gen"]
+        used["image_gen"] = image_gen.backend_config(tools["image_gen"])
     elif method in ("draem", "draem-fg"):
         used["textures"] = textures
     return {**used, **_atlas_files(profile, used)}

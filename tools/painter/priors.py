@@ -37,6 +37,8 @@ INTENSITY_BANDS: tuple[tuple[tuple[str, ...], float, float], ...] = (
 MIN_DELTA_E = 9.0
 MAX_AREA = 0.4            # of the object: "up to a third of the part" for the broadest real kinds
 GENERIC_MAX_AREA = 0.25   # a defect lent to another kind is at most this share of its object
+# Shape word -> percentile band of the kind's real elongations (the judge's "wrong shape" advice names one).
+SHAPE_BANDS = {"elongated": (0.6, 0.9), "compact": (0.05, 0.3)}
 MULTI_KINDS = frozenset({"hole", "contamination", "scratch", "rough", "glue", "stain"})
 # Kinds whose look is physical (what lies behind a break, the shadow in a cavity, a displaced surface): the
 # real defect's lighter/darker sign is not copied onto them.
@@ -200,6 +202,10 @@ def apply_priors(spec: DefectSpec, atlas: Atlas, rng: np.random.Generator, on_ob
         s.count = int(np.clip(row["n_parts"], 1, 5))
     if row.get("elongation"):
         s.elongation = float(np.clip(row["elongation"], 1.0, 40.0))
+    if s.shape in SHAPE_BANDS:   # the words' shape: a band of the kind's real elongations, not the copied one's
+        elongation = _quantile(atlas, kind, "elongation", SHAPE_BANDS[s.shape], rng)
+        if elongation is not None:
+            s.elongation = float(np.clip(elongation, 1.0, 40.0))
     if not s.location and on_object:
         rate = _edge_rate(atlas, kind)
         if rate is None:

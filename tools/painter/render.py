@@ -41,6 +41,18 @@ class Canvas:
 
 
 # ---------------------------------------------------------------- shapes
+def _aspect(c: Canvas, lo: float | None = None, hi: float | None = None) -> float:
+    """A blob's aspect (its axes' ratio is the square): drawn in [lo, hi] (1 without a range), unless the words asked
+    for a shape (the judge's "wrong shape" advice), then the elongation they set: an ellipse of aspect a measures
+    a**2. Drawn either way, so the rest of the draw stays what it was."""
+    drawn = float(c.rng.uniform(lo, hi)) if lo is not None else 1.0
+    if c.spec.shape == "elongated":
+        return max(drawn, float(np.sqrt(c.spec.elongation or 4.0)))
+    if c.spec.shape == "compact":   # never more elongated than drawn (an aspect under 1 elongates the other way)
+        return float(np.sqrt(min(max(drawn, 1 / drawn) ** 2, max(c.spec.elongation or 1.0, 1.0))))
+    return drawn
+
+
 def _angle(c: Canvas) -> float:
     o = c.spec.orientation
     base = {"horizontal": 0.0, "vertical": np.pi / 2, "diagonal": np.pi / 4}.get(o or "", c.rng.uniform(0, np.pi))
@@ -201,7 +213,7 @@ def hole(c: Canvas):
     r0 = c.scale * 0.25 / np.sqrt(n)  # several pits share the area one pit would have
     for p in _points_around(c, n, max(6.0, c.scale * 0.8)):
         r = max(1.3, r0 * c.rng.uniform(0.75, 1.25))
-        alpha = np.maximum(alpha, _blob(c, r, 0.2, p, aspect=c.rng.uniform(0.8, 1.3)))
+        alpha = np.maximum(alpha, _blob(c, r, 0.2, p, aspect=_aspect(c, 0.8, 1.3)))
     inner = cv2.GaussianBlur(alpha, (0, 0), max(0.6, r0 * 0.3))
     depth = 0.35 + 0.55 * c.spec.intensity
     target = c.image * (1 - depth * np.clip(0.6 + 0.6 * inner, 0, 1))[..., None]
@@ -223,7 +235,7 @@ def cut(c: Canvas):
 def contamination(c: Canvas):
     alpha = np.zeros(c.fg.shape, F32)
     for p in _points_around(c, c.spec.count, c.scale * 0.5):
-        alpha = np.maximum(alpha, _blob(c, max(2.0, c.scale * c.rng.uniform(0.2, 0.35)), 0.5, p))
+        alpha = np.maximum(alpha, _blob(c, max(2.0, c.scale * c.rng.uniform(0.2, 0.35)), 0.5, p, aspect=_aspect(c)))
     default = (175, 175, 180) if c.spec.metallic else tuple(c.rng.choice([(60, 45, 30), (35, 35, 35), (120, 95, 60)]))
     colour = _colour(c, default)
     grain = _noise(c, 0.8)[..., None]
@@ -237,7 +249,7 @@ def contamination(c: Canvas):
 
 
 def stain(c: Canvas):
-    alpha = _blob(c, max(3.0, c.scale * c.rng.uniform(0.45, 0.65)), 0.45)
+    alpha = _blob(c, max(3.0, c.scale * c.rng.uniform(0.45, 0.65)), 0.45, aspect=_aspect(c))
     alpha = _feather(alpha, max(2.0, c.scale * 0.08))
     colour = _colour(c, (95, 70, 40))
     k = 0.3 + 0.35 * c.spec.intensity
@@ -314,7 +326,7 @@ def missing(c: Canvas):
     """A part is gone: the region shows what lies behind it (the background for objects, a cavity in textures)."""
     r = max(3.0, c.scale * c.rng.uniform(0.45, 0.6))
     centre = _rim_anchor(c, r)
-    alpha = _blob(c, r, 0.25, centre, aspect=c.rng.uniform(0.8, 1.5))
+    alpha = _blob(c, r, 0.25, centre, aspect=_aspect(c, 0.8, 1.5))
     if c.on_object:
         alpha = alpha * c.fg  # only material can go missing
     mix = 0.75 + 0.25 * c.spec.intensity
@@ -341,7 +353,7 @@ def fold(c: Canvas):
 
 
 def glue(c: Canvas):
-    alpha = _feather(_blob(c, max(3.0, c.scale * c.rng.uniform(0.35, 0.55)), 0.4), 2.0)
+    alpha = _feather(_blob(c, max(3.0, c.scale * c.rng.uniform(0.35, 0.55)), 0.4, aspect=_aspect(c)), 2.0)
     blurred = cv2.GaussianBlur(c.image, (0, 0), 1.5)
     colour = _colour(c, (205, 175, 110))
     mix = 0.3 + 0.35 * c.spec.intensity
@@ -367,7 +379,7 @@ def thread(c: Canvas):
 def _broad_region(c: Canvas, radius: float) -> np.ndarray:
     """A broad, soft-bordered, irregular area (uneven shading, a colour cast): a blob whose border is warped by
     low-frequency noise and fades over about a fifth of its radius."""
-    base = _blob(c, radius, 0.55, aspect=c.rng.uniform(0.7, 1.6))
+    base = _blob(c, radius, 0.55, aspect=_aspect(c, 0.7, 1.6))
     warp = _noise(c, max(2.0, radius * 0.25))
     soft = cv2.GaussianBlur(base, (0, 0), max(1.5, radius * 0.2))
     return np.clip((soft - 0.25 + 0.12 * warp) / 0.5, 0, 1).astype(F32)
@@ -390,7 +402,7 @@ def broken(c: Canvas):
     gone over a small area, leaving the shadowed gap behind it, sometimes with a short crack running off."""
     r = max(2.5, c.scale * c.rng.uniform(0.4, 0.55))
     centre = _rim_anchor(c, r)
-    chunk = _blob(c, r, 0.8, centre, aspect=c.rng.uniform(0.7, 1.6))
+    chunk = _blob(c, r, 0.8, centre, aspect=_aspect(c, 0.7, 1.6))
     grit = _pattern(c, 0.7)
     if c.on_object:
         chunk = chunk * c.fg

@@ -86,6 +86,13 @@ COLOUR_WORDS: dict[str, tuple[int, int, int]] = {
     "copper": (184, 115, 51), "silver": (200, 200, 205), "metallic": (170, 170, 175), "purple": (120, 60, 140),
     "pink": (220, 140, 160),
 }
+# Shape phrases (the judge's "wrong shape" advice): they set the defect's elongation, never its size ("thin and long"
+# is not "long"). Bare "thin" is no shape word: the scratch and crack phrases say "a thin ..." of every such defect.
+SHAPE_WORDS: tuple[tuple[str, str], ...] = (
+    ("thin and long", "elongated"), ("long and thin", "elongated"), ("thin and elongated", "elongated"),
+    ("elongated", "elongated"), ("slender", "elongated"),
+    ("compact and rounded", "compact"), ("compact", "compact"), ("rounded", "compact"),
+)
 COUNT_WORDS = {"two": 2, "pair": 2, "three": 3, "several": 3, "multiple": 3, "few": 2, "many": 4}
 _LOCATION_STEMS = {
     "top": ("top", "upper", "above"), "bottom": ("bottom", "lower", "below", "base"),
@@ -111,6 +118,7 @@ class DefectSpec:
     soft: bool = False          # "blend smoothly", "soft-edged", "gradual": a wider fade into the surroundings
     # Which of the above the words set explicitly (an atlas prior fills in the rest; see :mod:`.priors`).
     size_word: str | None = None
+    shape: str | None = None    # "elongated" | "compact": said in the words (SHAPE_WORDS)
     intensity_word: str | None = None
     counted: bool = False
     area: float | None = None   # share of the object's area: "3 %" in the words, or drawn from the atlas prior
@@ -182,10 +190,17 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
         spec.size, spec.intensity, spec.size_word, spec.intensity_word = 0.05, 0.45, "tiny", "subtle"
         spec.pinned = ("size", "intensity")
     # Later modifiers override earlier ones: a refined prompt appends "make it more pronounced" etc.
+    shapes = [(m.start(), m.end(), shape) for phrase, shape in SHAPE_WORDS
+              for m in re.finditer(r"(?<![a-z-])" + re.escape(phrase) + r"(?![a-z])", clause)]
+    if shapes:
+        spec.shape = max(shapes)[2]
+    sized = clause
+    for start, end, _ in shapes:   # a shape phrase's words name no size
+        sized = sized[:start] + " " * (end - start) + sized[end:]
     for words, attr in ((SIZE_WORDS, "size"), (INTENSITY_WORDS, "intensity")):
         hits = []
         for word, value in words:
-            for m in re.finditer(r"(?<![a-z-])" + re.escape(word) + r"(?![a-z])", clause):
+            for m in re.finditer(r"(?<![a-z-])" + re.escape(word) + r"(?![a-z])", sized):
                 hits.append((m.start(), m.end(), value))
         # "more pronounced" is one phrase, not "more" + "pronounced": drop hits inside a longer one.
         hits = [h for h in hits if not any(o[0] <= h[0] and h[1] <= o[1] and o != h for o in hits)]
