@@ -96,20 +96,21 @@ def tail_probability(values: np.ndarray, x: float, measure: str) -> float:
     return float(min(p_emp, p_z))
 
 
-def pools(atlas: Atlas, key: str) -> tuple[list[dict], list[dict]]:
+def pools(atlas: Atlas, key: str, by_shape: bool = True) -> tuple[list[dict], list[dict]]:
     """(real rows of the kind, real OBJECT rows of the kind) the tails are taken in. A kind with too few rows
     (``MIN_ROWS``; zero-shot, 11 of ../shared's 16 types once their category is left out) borrows the rows of the
     painter's kinds of its shape (a thread, a cut: scratches, cracks; a blob: pits, chips, glue), else every row.
     Before stop 30 it borrowed every row, a third of them ball-screw pits, and a real-looking thread was failed
-    as "wrong shape: real defects are compact"."""
+    as "wrong shape: real defects are compact". ``by_shape=False`` keeps that: the learned decider was trained and
+    measured on it (with the shape pools it failed fewer faded edits, 60 % against 75 %)."""
     rows = atlas.kind_rows(key)
     own = rows is not None
-    if not own:
+    if not own and by_shape:
         linear = key in LINEAR_KINDS
         rows = [r for r in atlas.rows if r.get("kind") in KINDS and (r["kind"] in LINEAR_KINDS) == linear] \
             if key in KINDS else []
-        if len(rows) < MIN_ROWS:
-            rows = atlas.rows
+    if rows is None or len(rows) < MIN_ROWS:
+        rows = atlas.rows
     # where on the part a rare kind sits is not known from its shape: every object row (on ../shared the line-like
     # object rows are transistor's ten cut leads, all on the part, and a scratch on a screw's thin end was "off it")
     object_rows = [r for r in rows if not r.get("texture")] if own else []
@@ -134,13 +135,13 @@ def measure_tails(m: dict[str, float], rows: list[dict], object_rows: list[dict]
     return out
 
 
-def judged_rows(atlas: Atlas, category: str, anomaly_type: str, *, own_at_least: int = MIN_ROWS
-                ) -> tuple[list[dict], list[dict]]:
+def judged_rows(atlas: Atlas, category: str, anomaly_type: str, *, own_at_least: int = MIN_ROWS,
+                by_shape: bool = True) -> tuple[list[dict], list[dict]]:
     """(rows, object rows) an attempt of ``anomaly_type`` in ``category`` is judged against, in the atlas the
     category may read: the category's own real defects of the type when it has at least ``own_at_least`` of them (a
     plant's atlas), else every real defect of the kind (``pools``). The self-check passes a lower ``own_at_least``
     when it has left one of the plant's rows out, so it judges as the deployed judge does."""
-    rows, object_rows = pools(atlas, atlas_kind(anomaly_type) or anomaly_type)
+    rows, object_rows = pools(atlas, atlas_kind(anomaly_type) or anomaly_type, by_shape)
     own = atlas.own_rows(category, anomaly_type)
     if own and len(own) >= own_at_least:
         rows = own
@@ -185,7 +186,7 @@ def training_set(atlas: Atlas, without_modes: tuple[str, ...] = ()) -> tuple[np.
         for r in group:
             key = r.get("kind") or r["type"]
             if (r["category"], key) not in cache:
-                cache[(r["category"], key)] = pools(atlas.without(r["category"]), key)
+                cache[(r["category"], key)] = pools(atlas.without(r["category"]), key, by_shape=False)
             X.append(learned_features(r, *cache[(r["category"], key)], bool(r.get("texture"))))
             y.append(label)
             cats.append(r["category"])
@@ -303,8 +304,9 @@ class CalibratedJudge:
         faults: list[tuple[str, str]] = []
         p_real = None
         if decide == "learned":
+            learned_rows = judged_rows(atlas, category, anomaly_type, by_shape=False)   # as it was trained
             p_real = float(self.model(category, without_modes).predict_proba(
-                [learned_features(m, rows, object_rows, texture)])[0, 1])
+                [learned_features(m, *learned_rows, texture)])[0, 1])
             quality = min(5, int(8 * p_real))    # p >= 0.5 is exactly quality >= 4, the pass mark
         on_object = float(m["on_object"])
         hard_off = on_object < self.min_on_object
