@@ -55,8 +55,8 @@ def main() -> None:
             if judgements(t):
                 firsts[(t["category"], t["anomaly_type"])].append(judgements(t)[0])
         for t in trajectories:
-            cat, kind_type, seen = t["category"], t["anomaly_type"], judgements(t)
-            rows, object_rows = judged_rows(atlas.for_category(cat), cat, kind_type)
+            cat, type_name, seen = t["category"], t["anomaly_type"], judgements(t)
+            rows, object_rows = judged_rows(atlas.for_category(cat), cat, type_name)
             for before, after in zip(seen, seen[1:]):
                 name = (before.get("measures") or {}).get("worst_measure")
                 if before["passed"] or not name:
@@ -67,7 +67,7 @@ def main() -> None:
                 d1 = distance(after.get("measures") or {}, name, float(np.median(values))) if values else None
                 if d0 is None or d1 is None:
                     continue
-                fresh = [d for f in firsts[(cat, kind_type)] if f is not before
+                fresh = [d for f in firsts[(cat, type_name)] if f is not before
                          and (d := distance(f.get("measures") or {}, name, float(np.median(values)))) is not None]
                 for tally in (per_category[cat], per_measure[name]):
                     tally[0] += 1

@@ -146,6 +146,9 @@ def test_a_rare_kind_is_judged_among_defects_of_its_shape():
     assert len(rows) == len(atlas.for_category("screw").rows)
     grid_bent, _ = judged_rows(atlas.for_category("grid"), "grid", "bent")   # enough of its own kind: those
     assert {r["kind"] for r in grid_bent} == {"bent"}
+    # the learned decider keeps the every-row pool it was trained and measured on
+    assert judged_rows(atlas.for_category("grid"), "grid", "thread", by_shape=False)[0] == \
+        atlas.for_category("grid").rows
 
 
 def test_shipped_atlas_is_not_stale(shared_data):
