@@ -21,9 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from local_agent.tools.atlas import Atlas
-from local_agent.tools.calibrated_judge import OBJECT_ONLY, judged_rows
-
-AREAS = ("area_frac_object", "area_frac_image")
+from local_agent.tools.calibrated_judge import OBJECT_ONLY, at_real_size, judged_rows
 
 
 def judgements(trajectory: dict) -> list[dict]:
@@ -34,10 +32,7 @@ def distance(measures: dict, name: str, median: float) -> float | None:
     """|value - real median| of one measure, at the real scale the judge ranks it at."""
     if measures.get(name) is None:
         return None
-    value = float(measures[name])
-    if name in AREAS:
-        value /= float(measures.get("size_scale", 1.0))
-    return abs(value - median)
+    return abs(float(at_real_size(measures, float(measures.get("size_scale", 1.0)))[name]) - median)
 
 
 def main() -> None:
@@ -52,8 +47,8 @@ def main() -> None:
         trajectories = [json.loads(p.read_text()) for p in sorted((run / "trajectories").rglob("*.json"))]
         firsts: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for t in trajectories:
-            if judgements(t):
-                firsts[(t["category"], t["anomaly_type"])].append(judgements(t)[0])
+            if seen := judgements(t):
+                firsts[(t["category"], t["anomaly_type"])].append(seen[0])
         for t in trajectories:
             cat, type_name, seen = t["category"], t["anomaly_type"], judgements(t)
             rows, object_rows = judged_rows(atlas.for_category(cat), cat, type_name)
@@ -63,12 +58,15 @@ def main() -> None:
                     continue
                 pool = object_rows if name in OBJECT_ONLY else rows
                 values = [float(r[name]) for r in pool if r.get(name) is not None]
-                d0 = distance(before["measures"], name, float(np.median(values))) if values else None
-                d1 = distance(after.get("measures") or {}, name, float(np.median(values))) if values else None
+                if not values:
+                    continue
+                median = float(np.median(values))
+                d0 = distance(before["measures"], name, median)
+                d1 = distance(after.get("measures") or {}, name, median)
                 if d0 is None or d1 is None:
                     continue
                 fresh = [d for f in firsts[(cat, type_name)] if f is not before
-                         and (d := distance(f.get("measures") or {}, name, float(np.median(values)))) is not None]
+                         and (d := distance(f.get("measures") or {}, name, median)) is not None]
                 for tally in (per_category[cat], per_measure[name]):
                     tally[0] += 1
                     tally[1] += d1 < d0

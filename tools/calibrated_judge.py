@@ -96,6 +96,17 @@ def tail_probability(values: np.ndarray, x: float, measure: str) -> float:
     return float(min(p_emp, p_z))
 
 
+def at_real_size(measures: dict[str, Any], size_scale: float) -> dict[str, Any]:
+    """The measures with the areas divided by the generator's ``size_scale``: the real size it scaled up from, which
+    the areas are ranked at among real defects."""
+    m = dict(measures)
+    if size_scale != 1.0:
+        for k in ("area_frac_object", "area_frac_image"):
+            if m.get(k) is not None:
+                m[k] = float(m[k]) / size_scale
+    return m
+
+
 def pools(atlas: Atlas, key: str, by_shape: bool = True) -> tuple[list[dict], list[dict]]:
     """(real rows of the kind, real OBJECT rows of the kind) the tails are taken in. A kind with too few rows
     (``MIN_ROWS``; zero-shot, 11 of ../shared's 16 types once their category is left out) borrows the rows of the
@@ -287,11 +298,7 @@ class CalibratedJudge:
         if got is None:
             return self._result(0, 0, [("missing", "missing: no visible change: add the defect clearly")], {})
         region, measured, ef = got
-        m = dict(measured)
-        if self.size_scale != 1.0:   # judged at the real size the generator scaled up from
-            for k in ("area_frac_object", "area_frac_image"):
-                if m.get(k) is not None:
-                    m[k] = float(m[k]) / self.size_scale
+        m = at_real_size(measured, self.size_scale)
         texture = bool(fg.all())
         key = atlas_kind(anomaly_type) or anomaly_type
         atlas = self.atlas.for_category(category)
