@@ -211,6 +211,28 @@ def test_a_break_on_an_object_is_painted_touching_its_edge(category, shared_data
                 assert (region & fg).sum() >= 0.6 * region.sum()
 
 
+def flat_plate(side: int = 160) -> np.ndarray:
+    """A plain grey part that fills the frame, as a magnetic tile's crop does (GrabCut finds no background)."""
+    grain = np.random.default_rng(0).normal(150, 6, (side, side))
+    return np.repeat(grain.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_a_break_on_a_part_that_fills_the_frame_comes_off_its_border():
+    """Issue 14: a break on a flat part was a blob in the middle of the surface; real ones are chips off the part's
+    rim, which on a frame-filling crop is the frame's border. A texture's break may sit anywhere (a mesh's wire)."""
+    plate, painter = flat_plate(), ProceduralPainter(atlas="default")
+
+    def gap_to_border(category: str, seed: int) -> int:
+        region = painter.edit_with_region(plate, open_loop(category, "break"), seed=seed, category=category,
+                                          anomaly_type="break")[1]
+        ys, xs = np.nonzero(region)
+        assert len(ys) > 10, (category, seed)
+        return int(min(ys.min(), xs.min(), plate.shape[0] - 1 - ys.max(), plate.shape[1] - 1 - xs.max()))
+
+    assert all(gap_to_border("magnetic_tile", seed) == 0 for seed in range(5))
+    assert max(gap_to_border("grid", seed) for seed in range(5)) > 5
+
+
 def test_painting_is_deterministic_and_independent_of_call_order(grid_image, transistor_image):
     atlas = small_atlas("crack", 0.01)
     jobs = [(grid_image, open_loop("grid", "crack"), 3, "grid"), (transistor_image, open_loop("transistor", "crack"),
@@ -298,6 +320,40 @@ def test_broad_unevenness_is_broad_and_soft(grid_image):
     inside = cv2.erode(region.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
     border = region & ~inside
     assert np.median(d[border]) < np.median(d[inside]), "a soft border fades out"
+
+
+def test_only_a_part_that_fills_the_frame_has_its_rim_at_the_frame(shared_data):
+    """GrabCut finds no object on kolektor's commutator surface (it fills the frame) nor on 5 of transistor's 120
+    normal images (a dark part it could not separate from the grey plate): only the first is a frame-filling part."""
+    from local_agent.tools.imaging import part_fills_frame
+
+    def whole_frames(folder, category):
+        images = [load_rgb(f) for f in sorted(folder.glob("*.png"))[:60]]
+        return [im for im in images if foreground_mask(im, category).mean() >= 0.95]
+
+    missed = whole_frames(shared_data / "mvtec" / "transistor" / "train" / "good", "transistor")
+    assert missed and not any(part_fills_frame(im, "transistor") for im in missed)
+    kolektor = whole_frames(shared_data / "ksdd" / "kolektor" / "train" / "good", "kolektor")[:10]
+    assert kolektor and all(part_fills_frame(im, "kolektor") for im in kolektor)
+    assert part_fills_frame(flat_plate(), "magnetic_tile") and not part_fills_frame(flat_plate(), "grid")
+
+
+def test_unevenness_is_broad_even_where_no_real_defect_of_its_kind_is_known():
+    """Zero-shot no real rough defect is in the atlas, and "uneven" borrowed other kinds' small defects: a speck.
+    Real uneven areas cover about a third of the part with soft borders. A size word still sizes it."""
+    spec = parse_prompt(prompt("one region of the tile to add a rough surface patch (mt uneven)"))
+    assert spec.kind == "rough" and spec.soft and spec.pinned == ("area",)
+    assert parse_prompt(prompt("one region of the tile to add a small uneven patch")).pinned == ()
+    assert parse_prompt(prompt("one region of the tile to add a rough surface patch")).pinned == ()
+    plate, painter = flat_plate(), ProceduralPainter(atlas="default")
+
+    def share(words: str, seed: int) -> float:
+        return float(painter.edit_with_region(plate, open_loop("magnetic tile", words), seed=seed,
+                                              category="magnetic_tile", anomaly_type=words)[1].mean())
+
+    broad = [share("uneven", seed) for seed in range(3)]
+    assert min(broad) > 0.15 and max(broad) < 0.6, broad
+    assert max(share("rough", seed) for seed in range(3)) < min(broad)
 
 
 def test_prompt_writer_uses_the_prior_and_refine_carries_the_judges_advice(transistor_image):

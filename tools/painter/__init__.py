@@ -14,7 +14,7 @@ import numpy as np
 
 from ..base import BackendUnavailable, positive_option
 from ..baselines import list_texture_files
-from ..imaging import clean_mask, difference_map, foreground_mask, keep_mode
+from ..imaging import clean_mask, difference_map, foreground_mask, keep_mode, part_fills_frame
 from .placement import choose_point, object_box
 from .render import KIND_RENDERERS, Canvas
 from .priors import apply_priors, load_atlas
@@ -137,8 +137,13 @@ OWN_LOOK_KINDS = frozenset({"bent", "missing", "broken"})
 
 def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Generator,
           jitter: bool = True, texture_field: np.ndarray | None = None,
-          behind: np.ndarray | None = None, surface: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+          behind: np.ndarray | None = None, surface: np.ndarray | None = None,
+          frame_part: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``spec`` onto ``image`` (uint8 RGB). Returns the edit and the region it changed (bool).
+
+    ``frame_part``: ``fg`` is the whole frame because the part fills it (not a texture): a chip or a missing piece
+    comes off the frame's border, where the part's rim is, as real breaks of a tile's crop do (on a texture it may
+    sit anywhere: a broken wire of a mesh).
 
     ``surface`` (float RGB, the image's size): what the defect's area shows instead of the kind's own rendering
     (``fill: texture``: a foreign texture blended in, DRAEM's anomaly look), then given the real defect's contrast
@@ -176,12 +181,16 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
         grad = cv2.morphologyEx(lum, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
         busy = cv2.dilate((grad > np.percentile(grad[fg], 75)).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         where = fg & busy if (fg & busy).any() else fg
-    if s.kind in ("missing", "broken") and s.edge is None:
+    chips = s.kind in ("missing", "broken")
+    frame_rim = frame_part and not on_object and chips   # the frame's border is the part's rim
+    if chips and s.edge is None:
         # A break on an object starts at its rim (on the side the words name), unless the words say the middle.
-        s = replace(s, edge=on_object and "centre" not in s.location)
+        s = replace(s, edge=(on_object or frame_rim) and "centre" not in s.location)
     location = s.location + (("edge",) if s.edge and "edge" not in s.location else ())
-    rim = s.kind in ("missing", "broken") or "edge" in location
-    dist = _distance(fg) if on_object else None
+    rim = chips or "edge" in location
+    dist = _distance(fg) if on_object or frame_rim else None
+    if frame_rim and "edge" in location:
+        where = fg & (dist <= max(3.0, 0.04 * min(fg.shape)))
     depth = s.depth * float(np.sqrt(fg.sum())) if s.depth is not None else None
     rim_strength = None
     material, material_dist = fg, dist   # where a chip can take material away
@@ -200,10 +209,10 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
     background = _background_colour(image, fg)
 
     def render(scale: float) -> tuple[np.ndarray, np.ndarray]:
-        chips = s.kind in ("missing", "broken")
         canvas = Canvas(img, lighting, texture, material if chips else fg, centre, scale, s,
                         np.random.default_rng(kind_seed), background, behind=behind if on_object else None,
-                        width=width, texture_field=texture_field, dist=material_dist if chips else dist)
+                        width=width, texture_field=texture_field, dist=material_dist if chips else dist,
+                        frame_part=frame_rim)
         a, t = KIND_RENDERERS[s.kind](canvas)
         if on_object and s.kind not in ("missing", "broken", "bent"):
             a = a * fg
@@ -348,7 +357,8 @@ class ProceduralPainter:
                    if self.fill == "texture" and spec.kind not in OWN_LOOK_KINDS else None)
         rng = np.random.default_rng(seed)
         return paint(image, spec, fg, rng, jitter=self.jitter, texture_field=field,
-                     behind=self.behind(image, category, fg), surface=surface)
+                     behind=self.behind(image, category, fg), surface=surface,
+                     frame_part=spec.kind in ("missing", "broken") and part_fills_frame(image, category))
 
     def surface(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """DRAEM's anomaly look over the whole image: (1 - β) T + β I with T an augmented foreign texture and

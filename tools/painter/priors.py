@@ -37,6 +37,7 @@ INTENSITY_BANDS: tuple[tuple[tuple[str, ...], float, float], ...] = (
 MIN_DELTA_E = 9.0
 MAX_AREA = 0.4            # of the object: "up to a third of the part" for the broadest real kinds
 GENERIC_MAX_AREA = 0.25   # a defect lent to another kind is at most this share of its object
+BROAD_AREA = (0.15, 0.35)  # share of the part a broad defect ("uneven") covers when no word sizes it: about a third
 # Shape word -> percentile band of the kind's real elongations (the judge's "wrong shape" advice names one).
 SHAPE_BANDS = {"elongated": (0.6, 0.9), "compact": (0.05, 0.3)}
 MULTI_KINDS = frozenset({"hole", "contamination", "scratch", "rough", "glue", "stain"})
@@ -172,7 +173,7 @@ def apply_priors(spec: DefectSpec, atlas: Atlas, rng: np.random.Generator, on_ob
     # is a better prior than none. Pin words ("pitting", "pinhole") read as "tiny": the smallest band of it.
     atlas = prior_atlas(atlas, spec.kind, on_object)
     if own:   # the plant's own defect is better evidence of its size and look than the pin-word default's guess
-        spec = replace(spec, pinned=(), **{f"{a}_word": None for a in spec.pinned})
+        spec = replace(spec, pinned=(), **{f"{a}_word": None for a in spec.pinned if a != "area"})
     row = dict(own[int(rng.integers(len(own)))]) if own else sample_in_bands(atlas, spec.kind, rng, {
         "area_frac_object": band_of(spec.size_word, SIZE_BANDS) if spec.area is None else None,
         "delta_e": band_of(spec.intensity_word, INTENSITY_BANDS)})
@@ -184,7 +185,9 @@ def apply_priors(spec: DefectSpec, atlas: Atlas, rng: np.random.Generator, on_ob
         areas = kind_areas(atlas, kind, on_object, object_frac)
         a = (float(np.quantile(areas, rng.uniform(*band))) if band and areas.size else
              transfer_area(row, on_object, object_frac))
-        if a is not None:
+        if "area" in spec.pinned:  # broad: its own share of the part, kept like a percentage in the words (a
+            s.area = float(rng.uniform(*BROAD_AREA))   # plant's own rows unpin it, above)
+        elif a is not None:
             s.area = float(np.clip(a * size_scale, 2e-4, MAX_AREA))
     # Contrast: an intensity word picks a band of the kind's real ΔE; else the real defect's own.
     band = band_of(s.intensity_word, INTENSITY_BANDS)

@@ -34,10 +34,16 @@ class Canvas:
     width: float | None = None          # stroke width of linear kinds (from a real defect's elongation)
     texture_field: np.ndarray | None = None  # zero-mean, unit-std luminance pattern from a texture folder (DTD)
     dist: np.ndarray | None = None      # distance to the object's boundary (pixels)
+    frame_part: bool = False            # a part that fills the frame: its rim is the frame's border
 
     @property
     def on_object(self) -> bool:
         return bool(self.fg.mean() < 0.95)
+
+    @property
+    def has_rim(self) -> bool:
+        """Whether a piece can come off a rim here: an object's outline, or the border of a frame-filling part."""
+        return self.on_object or self.frame_part
 
 
 # ---------------------------------------------------------------- shapes
@@ -305,7 +311,7 @@ def _rim_anchor(c: Canvas, radius: float) -> tuple[float, float]:
     """Objects: move the aim onto the rim, so the piece bites into the object from its edge (a chip comes off
     the edge; a hole in the middle of a flat face is not what real breaks look like)."""
     x, y = c.centre
-    if not c.on_object or c.dist is None or not c.spec.edge or c.dist[y, x] <= radius * 0.5:
+    if not c.has_rim or c.dist is None or not c.spec.edge or c.dist[y, x] <= radius * 0.5:
         return float(x), float(y)
     ys, xs = np.nonzero(c.fg & (c.dist <= 2.0))
     if len(xs):
@@ -404,7 +410,7 @@ def broken(c: Canvas):
     centre = _rim_anchor(c, r)
     chunk = _blob(c, r, 0.8, centre, aspect=_aspect(c, 0.7, 1.6))
     grit = _pattern(c, 0.7)
-    if c.on_object:
+    if c.has_rim:   # a part that fills the frame (a tile's crop) breaks like an object, at the frame's border
         chunk = chunk * c.fg
         if c.dist is not None and c.spec.edge:   # outer part gone, inner part the fracture face
             inner = cv2.GaussianBlur(np.clip(c.dist / max(r * 0.55, 1.0), 0, 1).astype(F32), (0, 0), 1.0)

@@ -122,7 +122,8 @@ class DefectSpec:
     intensity_word: str | None = None
     counted: bool = False
     area: float | None = None   # share of the object's area: "3 %" in the words, or drawn from the atlas prior
-    pinned: tuple[str, ...] = ()  # "size"/"intensity" words set by the pin-word default, not said in the prompt
+    pinned: tuple[str, ...] = ()  # set by a pin- or broad-word default, not said in the prompt: "size"/"intensity"
+    #                               words (pits: "tiny subtle"), "area" (broad: drawn from priors.BROAD_AREA)
     # Filled from a real defect of the atlas (painter option ``atlas``); None = the kind's own defaults.
     delta_e: float | None = None        # contrast to reach inside the defect (CIELAB ΔE)
     lighter: bool | None = None         # the real defect was lighter than its surroundings
@@ -180,6 +181,17 @@ def edit_clause(prompt: str) -> str:
 
 # Pin-sized defects: without a size word they are tiny and subtle (real pitting covers a few pixels).
 PIN_WORDS = ("pitting", "pinhole", "pin hole", "pore", "pits", "pit ", "blowhole", "blow hole")
+# Broad defects: unevenness and mottled shading spread over a large share of the part with soft borders (real
+# "uneven" areas cover about a third of a part). Without a size word their area is drawn from BROAD_AREA, not from
+# the kind's real rows, which zero-shot are lent small defects of other kinds (priors.apply_priors).
+BROAD_WORDS = ("uneven", "mottl", "patchy", "shading")
+BROAD_KINDS = frozenset({"rough", "color"})
+
+
+def is_broad(text: str) -> bool:
+    """Whether a type name or prompt names a broad defect (unevenness, mottled shading) of a kind that can be one."""
+    low = text.lower().replace("_", " ").replace("-", " ")
+    return defect_kind(low) in BROAD_KINDS and any(_first_match(low, (w,)) is not None for w in BROAD_WORDS)
 
 
 def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpec:
@@ -189,6 +201,9 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
     if pin:  # read as "tiny subtle" unless words say more (or a plant's own pits say otherwise: priors.apply_priors)
         spec.size, spec.intensity, spec.size_word, spec.intensity_word = 0.05, 0.45, "tiny", "subtle"
         spec.pinned = ("size", "intensity")
+    broad = is_broad(clause)
+    if broad:  # broad unless words size it (the area is drawn in priors.apply_priors), and always soft
+        spec.size, spec.pinned = 0.55, ("area",)
     # Later modifiers override earlier ones: a refined prompt appends "make it more pronounced" etc.
     shapes = [(m.start(), m.end(), shape) for phrase, shape in SHAPE_WORDS
               for m in re.finditer(r"(?<![a-z-])" + re.escape(phrase) + r"(?![a-z])", clause)]
@@ -208,19 +223,19 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
             last = max(hits)
             setattr(spec, attr, last[2])
             setattr(spec, attr + "_word", clause[last[0]:last[1]])
-            spec.pinned = tuple(a for a in spec.pinned if a != attr)
+            spec.pinned = tuple(a for a in spec.pinned if a not in (attr, "area" if attr == "size" else attr))
     pct = re.search(r"(\d+(?:\.\d+)?)\s*%", clause)
     if pct:
         spec.area = float(min(max(float(pct.group(1)) / 100.0, 0.0005), 0.6))
         spec.size = max(spec.area, 0.02) ** 0.5
         spec.size_word = pct.group(0)
-        spec.pinned = tuple(a for a in spec.pinned if a != "size")
+        spec.pinned = tuple(a for a in spec.pinned if a not in ("size", "area"))
     colour_hits = [(m.start(), w) for w in COLOUR_WORDS for m in re.finditer(r"(?<![a-z])" + w + r"(?![a-z])", clause)]
     if colour_hits:
         spec.colour_word = min(colour_hits)[1]
         spec.colour = COLOUR_WORDS[spec.colour_word]
     spec.metallic = bool(re.search(r"metal|silver|steel|chrome|shiny", clause))
-    spec.soft = bool(re.search(r"smooth|blend|soft|gradual|feather|diffuse", clause))
+    spec.soft = broad or bool(re.search(r"smooth|blend|soft|gradual|feather|diffuse", clause))
     for word, n in COUNT_WORDS.items():
         if re.search(r"(?<![a-z])" + word + r"(?![a-z])", clause):
             spec.count = max(spec.count, n)
