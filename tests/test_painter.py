@@ -338,6 +338,31 @@ def test_only_a_part_that_fills_the_frame_has_its_rim_at_the_frame(shared_data):
     assert part_fills_frame(flat_plate(), "magnetic_tile") and not part_fills_frame(flat_plate(), "grid")
 
 
+def test_a_screws_head_neck_thread_and_tip_are_places_on_it():
+    """Screw's types name where on the part the damage is (scratch_head, scratch_neck, thread_side,
+    manipulated_front); drawn anywhere, their crops were told apart below chance. On an elongated part the head is
+    the wider end and the tip the tapering one, whichever way the part lies."""
+    assert parse_prompt(prompt("one region of the screw to add a thin straight scratch (scratch head)")).location == \
+        ("head",)
+    spec = parse_prompt(prompt("one region of the screw to add a thread top defect (a foreign particle contamination)"))
+    assert spec.location == ("shaft",) and spec.kind == "contamination"      # the thread's top is not the image's
+    assert parse_prompt(prompt("one region of the screw to add a manipulated front defect")).location == ("tip",)
+    image = np.full((200, 200, 3), 215, np.uint8)
+    cv2.rectangle(image, (30, 70), (50, 130), (70, 70, 75), -1)                            # head: wide, at the left
+    cv2.fillPoly(image, [np.array([[50, 88], [150, 88], [175, 100], [150, 112], [50, 112]])], (80, 80, 85))
+    painter = ProceduralPainter(atlas="default")
+    for place, words, lo, hi in (("head", "scratch head", 25, 60), ("neck", "scratch neck", 45, 90),
+                                 ("shaft", "thread side", 70, 165), ("tip", "manipulated front", 140, 180)):
+        for flipped in (False, True):
+            img = image[:, ::-1].copy() if flipped else image
+            for seed in range(3):
+                region = painter.edit_with_region(img, open_loop("screw", words), seed=seed, category="screw",
+                                                  anomaly_type=words.replace(" ", "_"))[1]
+                x = centroid(region)[0]
+                x = 199 - x if flipped else x
+                assert lo <= x <= hi, (place, flipped, seed, x)
+
+
 def test_unevenness_is_broad_even_where_no_real_defect_of_its_kind_is_known():
     """Zero-shot no real rough defect is in the atlas, and "uneven" borrowed other kinds' small defects: a speck.
     Real uneven areas cover about a third of the part with soft borders. A size word still sizes it."""

@@ -15,7 +15,7 @@ import numpy as np
 from ..base import BackendUnavailable, positive_option
 from ..baselines import list_texture_files
 from ..imaging import clean_mask, difference_map, foreground_mask, keep_mode, part_fills_frame
-from .placement import choose_point, object_box
+from .placement import PART_STRETCHES, choose_point, object_box, part_band
 from .render import KIND_RENDERERS, Canvas
 from .priors import apply_priors, load_atlas
 from .spec import DefectSpec, parse_prompt
@@ -181,6 +181,11 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
         grad = cv2.morphologyEx(lum, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
         busy = cv2.dilate((grad > np.percentile(grad[fg], 75)).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         where = fg & busy if (fg & busy).any() else fg
+    if on_object:   # "head", "neck", "shaft", "tip" of an elongated part: only that stretch of it
+        for place in (p for p in PART_STRETCHES if p in s.location):
+            band = part_band(fg, place)
+            if band is not None and (where & band).any():
+                where = where & band
     chips = s.kind in ("missing", "broken")
     frame_rim = frame_part and not on_object and chips   # the frame's border is the part's rim
     if chips and s.edge is None:

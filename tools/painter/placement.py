@@ -13,6 +13,39 @@ def object_box(fg: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
+# Stretches of an elongated part along its long axis, 0 at its wider end (a screw's head; its tip tapers to a point).
+PART_STRETCHES = {"head": (0.0, 0.18), "neck": (0.15, 0.35), "shaft": (0.3, 0.92), "tip": (0.85, 1.0)}
+ELONGATED = 2.0   # axis ratio from which a part has a head and a tip
+
+
+def part_band(fg: np.ndarray, place: str) -> np.ndarray | None:
+    """The object's pixels in the stretch ``place`` names ("head", "neck", "shaft", "tip") when the object is
+    elongated (a screw, a bolt, a pin); None otherwise. The head end is the wider one: the spread across the axis in
+    the last 15 % at each end (the 10th-90th percentile, so that a thread's teeth do not count as width)."""
+    ys, xs = np.nonzero(fg)
+    if place not in PART_STRETCHES or len(xs) < 50:
+        return None
+    pts = np.stack([xs, ys], 1).astype(np.float64)
+    pts -= pts.mean(0)
+    ev, vec = np.linalg.eigh(np.cov(pts.T))
+    if ev[1] < ELONGATED ** 2 * max(ev[0], 1e-6):
+        return None
+    t = pts @ vec[:, 1]
+    t = (t - t.min()) / max(float(np.ptp(t)), 1.0)
+    across = pts @ vec[:, 0]
+
+    def width(end: np.ndarray) -> float:
+        return float(np.subtract(*np.percentile(across[end], [90, 10]))) if end.sum() >= 5 else 0.0
+
+    if width(t > 0.85) > width(t < 0.15):
+        t = 1.0 - t
+    lo, hi = PART_STRETCHES[place]
+    keep = (t >= lo) & (t <= hi)
+    band = np.zeros(fg.shape, bool)
+    band[ys[keep], xs[keep]] = True
+    return band
+
+
 def choose_point(fg: np.ndarray, location: tuple[str, ...], rng: np.random.Generator,
                  margin: float = 0.0, aim: tuple[float, float] | None = None,
                  depth: float | None = None, rim_strength: np.ndarray | None = None) -> tuple[int, int]:

@@ -99,7 +99,12 @@ _LOCATION_STEMS = {
     "left": ("left",), "right": ("right",), "centre": ("centre", "center", "middle", "central"),
     "edge": ("edge", "border", "rim", "periphery", "outline", "boundary", "contour", "perimeter"),
     "corner": ("corner",),
+    # stretches of an elongated part (a screw, a bolt, a pin), measured from its wider end: placement.part_band
+    "head": ("head",), "neck": ("neck",), "shaft": ("shaft", "shank"), "tip": ("tip", "front"),
 }
+# A part name followed by a place word ("thread side", "thread top": damage on a screw's thread) names the stretch of
+# the part, not a place in the image: the thread is the shaft, wherever on it.
+PART_PLACES = {"thread": "shaft"}
 
 
 @dataclass
@@ -246,9 +251,14 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
         if orient in clause:
             spec.orientation = orient
     # Location: only words before the defect description's own "with/to show" tail matter most, but any counts.
-    loc = []
+    loc, placed = [], clause.replace("_", " ")
+    for part, place in PART_PLACES.items():
+        named = re.compile(r"(?<![a-z])" + part + r" +" + PLACE_WORDS + r"(?![a-z])")
+        if named.search(placed):
+            loc.append(place)
+            placed = named.sub(" ", placed)
     for place, stems in _LOCATION_STEMS.items():
-        if _first_match(clause, stems) is not None:
+        if place not in loc and _first_match(placed, stems) is not None:
             loc.append(place)
     spec.location = tuple(loc)
     return spec
