@@ -228,7 +228,8 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
             last = max(hits)
             setattr(spec, attr, last[2])
             setattr(spec, attr + "_word", clause[last[0]:last[1]])
-            spec.pinned = tuple(a for a in spec.pinned if a not in (attr, "area" if attr == "size" else attr))
+            said = {attr, "area"} if attr == "size" else {attr}    # a size word also sizes a broad defect
+            spec.pinned = tuple(a for a in spec.pinned if a not in said)
     pct = re.search(r"(\d+(?:\.\d+)?)\s*%", clause)
     if pct:
         spec.area = float(min(max(float(pct.group(1)) / 100.0, 0.0005), 0.6))
