@@ -17,7 +17,7 @@ from ..baselines import list_texture_files
 from ..imaging import clean_mask, difference_map, foreground_mask, keep_mode, part_fills_frame
 from .placement import PART_STRETCHES, choose_point, object_box, part_band
 from .render import KIND_RENDERERS, Canvas
-from .priors import apply_priors, load_atlas
+from .priors import EDGE_KINDS, apply_priors, load_atlas
 from .spec import DefectSpec, parse_prompt
 
 __all__ = ["ProceduralPainter", "DefectSpec", "parse_prompt", "paint"]
@@ -186,7 +186,7 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
             band = part_band(fg, place)
             if band is not None and (where & band).any():
                 where = where & band
-    chips = s.kind in ("missing", "broken")
+    chips = s.kind in EDGE_KINDS
     frame_rim = frame_part and not on_object and chips   # the frame's border is the part's rim
     if chips and s.edge is None:
         # A break on an object starts at its rim (on the side the words name), unless the words say the middle.
@@ -363,7 +363,7 @@ class ProceduralPainter:
         rng = np.random.default_rng(seed)
         return paint(image, spec, fg, rng, jitter=self.jitter, texture_field=field,
                      behind=self.behind(image, category, fg), surface=surface,
-                     frame_part=spec.kind in ("missing", "broken") and part_fills_frame(image, category))
+                     frame_part=spec.kind in EDGE_KINDS and part_fills_frame(image, category))
 
     def surface(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """DRAEM's anomaly look over the whole image: (1 - β) T + β I with T an augmented foreign texture and

@@ -180,14 +180,14 @@ def apply_priors(spec: DefectSpec, atlas: Atlas, rng: np.random.Generator, on_ob
     s = replace(spec)
     kind = spec.kind
     # Size: explicit percentage > size word (a band of the real areas) > the real defect's own area.
-    if s.area is None:
+    if s.area is None and "area" in spec.pinned:  # broad: its own share of the part, kept like a percentage in
+        s.area = float(rng.uniform(*BROAD_AREA))   # the words (a plant's own rows unpin it, above)
+    elif s.area is None:
         band = band_of(s.size_word, SIZE_BANDS)
         areas = kind_areas(atlas, kind, on_object, object_frac)
         a = (float(np.quantile(areas, rng.uniform(*band))) if band and areas.size else
              transfer_area(row, on_object, object_frac))
-        if "area" in spec.pinned:  # broad: its own share of the part, kept like a percentage in the words (a
-            s.area = float(rng.uniform(*BROAD_AREA))   # plant's own rows unpin it, above)
-        elif a is not None:
+        if a is not None:
             s.area = float(np.clip(a * size_scale, 2e-4, MAX_AREA))
     # Contrast: an intensity word picks a band of the kind's real ΔE; else the real defect's own.
     band = band_of(s.intensity_word, INTENSITY_BANDS)

@@ -193,12 +193,6 @@ BROAD_WORDS = ("uneven", "mottl", "patchy", "shading")
 BROAD_KINDS = frozenset({"rough", "color"})
 
 
-def is_broad(text: str) -> bool:
-    """Whether a type name or prompt names a broad defect (unevenness, mottled shading) of a kind that can be one."""
-    low = text.lower().replace("_", " ").replace("-", " ")
-    return defect_kind(low) in BROAD_KINDS and any(_first_match(low, (w,)) is not None for w in BROAD_WORDS)
-
-
 def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpec:
     clause = edit_clause(prompt)
     spec = DefectSpec(kind=defect_kind(clause) or defect_kind(prompt) or fallback_kind)
@@ -206,7 +200,7 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
     if pin:  # read as "tiny subtle" unless words say more (or a plant's own pits say otherwise: priors.apply_priors)
         spec.size, spec.intensity, spec.size_word, spec.intensity_word = 0.05, 0.45, "tiny", "subtle"
         spec.pinned = ("size", "intensity")
-    broad = is_broad(clause)
+    broad = spec.kind in BROAD_KINDS and _first_match(clause, BROAD_WORDS) is not None
     if broad:  # broad unless words size it (the area is drawn in priors.apply_priors), and always soft
         spec.size, spec.pinned = 0.55, ("area",)
     # Later modifiers override earlier ones: a refined prompt appends "make it more pronounced" etc.
