@@ -70,6 +70,8 @@ class Atlas:
     meta: dict[str, Any] = field(default_factory=dict)  # how it was built (inputs fingerprint, code version)
     counterfeits: list[dict[str, Any]] = field(default_factory=list)   # bad edits of the real rows, with "mode"
     _without: dict[str, "Atlas"] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _kinds: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict, init=False, repr=False,
+                                                            compare=False)
 
     # ---------------------------------------------------------------- files
     @classmethod
@@ -135,13 +137,15 @@ class Atlas:
         return self._without[key]
 
     def kind_rows(self, kind: str | None) -> list[dict[str, Any]] | None:
-        """Rows of a kind (or of a real type name kept under its own name), None when it has too few."""
-        if kind:
-            key = _norm(kind)
+        """Rows of a kind (or of a real type name kept under its own name), None when it has too few. Remembered
+        per kind, as ``without`` is: the painter and the judge ask at every attempt."""
+        if not kind:
+            return None
+        key = _norm(kind)
+        if key not in self._kinds:
             own = [r for r in self.rows if _norm(r.get("kind") or "") == key or _norm(r.get("type") or "") == key]
-            if len(own) >= MIN_ROWS:
-                return own
-        return None
+            self._kinds[key] = own if len(own) >= MIN_ROWS else None
+        return self._kinds[key]
 
     def rows_for(self, kind: str | None) -> list[dict[str, Any]]:
         """Rows of a kind (or of a real type name kept under its own name); every row when the kind has too few."""
