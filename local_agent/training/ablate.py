@@ -138,8 +138,8 @@ def markdown_table(rows: list[dict[str, Any]], category: str) -> str:
 @click.option("--full-metrics", is_flag=True, help="Also the generative metrics and AUPRO (slower).")
 @click.option("--kr-threshold", default=4.0, show_default=True, type=float,
               help="δ of the rows with KR: the scripted policy calls KR when the judge's lower score is below it. "
-                   "4 = after every failed attempt of the heuristic judge, whose failures score 3 or 4 (at the "
-                   "profile default 3 KR is never called and +KR equals +PG+QE).")
+                   "4 = after every failed attempt (a pass needs both scores >= 4); the profile default 3 calls it "
+                   "only after an attempt scored below 3 (with the heuristic judge, whose failures score 3 or 4: never).")
 @click.option("--native-tools", is_flag=True,
               help="The policy folders call tools in their chat template's format (SFT --native-tool-calls, GRPO "
                    "rollouts: environment, e.g. Qwen3-VL): run them as the vlm policy with native_tools.")
