@@ -133,6 +133,8 @@ def _object_body(img: np.ndarray, fg: np.ndarray) -> np.ndarray | None:
 
 # fill: texture leaves these their own look: a bend moves real pixels, a missing or broken piece shows the background.
 OWN_LOOK_KINDS = frozenset({"bent", "missing", "broken"})
+# Kinds that by nature reach past the object's outline (a chip, a bent lead): not clipped to the object mask.
+PAST_OUTLINE_KINDS = EDGE_KINDS | {"bent"}
 
 
 def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Generator,
@@ -219,7 +221,7 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
                         width=width, texture_field=texture_field, dist=material_dist if chips else dist,
                         frame_part=frame_rim)
         a, t = KIND_RENDERERS[s.kind](canvas)
-        if on_object and s.kind not in ("missing", "broken", "bent"):
+        if on_object and s.kind not in PAST_OUTLINE_KINDS:
             a = a * fg
         return np.clip(a, 0, 1).astype(np.float32), t
 
@@ -249,13 +251,13 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
     if s.kind == "bent":  # a warp's visibility is its displacement; a real bend's contrast may deepen its shading
         if s.delta_e is not None:
             target = _match_contrast(img, target, alpha, s.delta_e, None, limits=(1.0, 2.0))
-    elif s.delta_e is not None and s.kind not in ("missing", "broken"):
+    elif s.delta_e is not None and s.kind not in EDGE_KINDS:
         target = _match_contrast(img, target, alpha, s.delta_e, s.lighter)
     else:
         target = _ensure_contrast(img, target, alpha, lighting, centre, s.intensity)
     # Objects: keep the defect on the object (a dilated mask lets edge defects cross the outline a little),
     # except kinds that by nature reach past it.
-    if on_object and s.kind not in ("missing", "broken", "bent"):
+    if on_object and s.kind not in PAST_OUTLINE_KINDS:
         near = cv2.dilate(fg.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32)
         alpha *= cv2.GaussianBlur(near, (0, 0), 1.0)
     # Camera grain inside the defect, matched to the local texture, so the patch is not unnaturally clean.
