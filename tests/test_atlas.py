@@ -151,6 +151,29 @@ def test_a_rare_kind_is_judged_among_defects_of_its_shape():
         atlas.for_category("grid").rows
 
 
+def test_a_borrowed_kind_is_not_failed_for_being_larger_than_the_kinds_it_borrows():
+    """A missing transistor (kind "missing", none left once transistor is out) is judged among the blob kinds, mostly
+    pin-sized pits: a few percent of its part was "too large" and the loop shrank it. Borrowed rows bound its size from
+    above only at a tenth of the rarity; its own kind's rows would bound it fully, and too small still fails."""
+    from local_agent.tools.calibrated_judge import borrowed, judged_rows, tail_scores
+
+    atlas = Atlas.load()
+    assert borrowed(atlas.for_category("transistor"), "transistor", "misplaced")
+    assert not borrowed(atlas.for_category("grid"), "grid", "broken")      # transistor's damaged cases
+    assert not borrowed(atlas, "transistor", "misplaced")                   # a plant's atlas holds its own
+    rows, object_rows = judged_rows(atlas.for_category("transistor"), "transistor", "misplaced")
+    typical = {k: float(np.median([r[k] for r in rows if r.get(k) is not None]))
+               for k in ("area_frac_object", "elongation", "visibility", "delta_e", "feature_distance",
+                         "texture_change", "edge_sharpness")}
+    typical.update(dist_to_boundary=0.0, touches_object_edge=1.0, on_object=1.0)
+    large = {**typical, "area_frac_object": 10 * typical["area_frac_object"]}
+    tiny = {**typical, "area_frac_object": typical["area_frac_object"] / 100}
+    assert tail_scores(typical, rows, object_rows, False, borrowed_rows=True)[1] == 5
+    assert tail_scores(large, rows, object_rows, False, borrowed_rows=False)[1] < 4   # its own rows: "too large"
+    assert tail_scores(large, rows, object_rows, False, borrowed_rows=True)[1] >= 4   # borrowed: passes
+    assert tail_scores(tiny, rows, object_rows, False, borrowed_rows=True)[1] < 4     # too small fails either way
+
+
 def test_shipped_atlas_is_not_stale(shared_data):
     """The inputs and the measuring code have not changed since the shipped atlas was built (fingerprint), and
     re-measuring a few real defects gives the stored rows (so the numbers, not only the hash, are reproducible).

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .atlas import MIN_ROWS, Atlas, _norm
-from .calibrated_judge import TRUST_CHOICES, judged_rows, tail_scores
+from .calibrated_judge import TRUST_CHOICES, borrowed, judged_rows, tail_scores
 
 TRUST_REAL_PASS = 0.7
 TRUST_BAD_FAIL = 0.7
@@ -72,7 +72,8 @@ def self_check(atlas: Atlas, category: str, pass_location: int = 4, pass_quality
             rows_of[image] = Atlas([r for r in atlas.rows if r.get("image") != image], atlas.sources, atlas.meta)
         # the deployed judge reads the category's own rows of the type from MIN_ROWS of them; one is left out here
         rows, object_rows = judged_rows(rows_of[image], category, m["type"], own_at_least=MIN_ROWS - 1)
-        location, quality, _ = tail_scores(m, rows, object_rows, bool(m.get("texture")))
+        location, quality, _ = tail_scores(m, rows, object_rows, bool(m.get("texture")),
+                                           borrowed(rows_of[image], category, m["type"], own_at_least=MIN_ROWS - 1))
         return location >= pass_location and quality >= pass_quality
 
     real_pass = sum(passes(r) for r in real) / len(real)
