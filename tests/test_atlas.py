@@ -253,6 +253,26 @@ def test_a_plants_atlas_judges_by_the_categorys_own_defects(judge, shared_data, 
     assert held_out["measures"]["atlas_rows"] == len(shipped.without("grid").rows_for("bent"))
 
 
+def test_a_defect_photographed_at_four_times_the_size_is_judged_as_at_the_atlas_size(judge, shared_data,
+                                                                                    monkeypatch):
+    """Rings, borders, gradients and the thinness in elongation are in pixels: a real grid defect upscaled to
+    1024 px measured at its own size reads as another shape ("wrong shape"). Measured at ``WORK_SIDE`` it is
+    judged as the 256-px original."""
+    from local_agent.tools import imaging
+
+    up = lambda a: cv2.resize(a, (1024, 1024), interpolation=cv2.INTER_CUBIC)   # noqa: E731
+    anomaly, mask, normal = _real(shared_data, "grid", "thread", "002")
+    small = judge.evaluate(normal, anomaly, "grid", "thread", foreground=np.ones((256, 256), bool))
+    large = judge.evaluate(up(normal), up(anomaly), "grid", "thread", foreground=np.ones((1024, 1024), bool))
+    assert small["passed"] and large["passed"], large["review"]
+    for k in ("elongation", "edge_sharpness", "texture_change", "visibility", "area_frac_object"):
+        assert large["measures"][k] == pytest.approx(small["measures"][k], rel=0.05), k
+    monkeypatch.setattr(imaging, "WORK_SIDE", 1024)                              # what it was: each at its own size
+    native = CalibratedJudge().evaluate(up(normal), up(anomaly), "grid", "thread",
+                                        foreground=np.ones((1024, 1024), bool))
+    assert not native["passed"] and native["measures"]["elongation"] > 1.3 * small["measures"]["elongation"]
+
+
 def test_calibrated_judge_fails_a_real_defect_moved_off_the_object(judge, shared_data):
     """Moved onto the background, transistor's case damage fails. Location alone does not catch it by default: the
     atlas's object rows (screw, with transistor left out) are often partly off GrabCut's foreground themselves, so

@@ -471,3 +471,35 @@ def test_texture_fill_without_a_folder_draws_from_a_fixed_procedural_bank(grid_i
     assert len(first._banks[grid_image.shape[:2]]) == ProceduralPainter.PROCEDURAL_BANK
     plain = ProceduralPainter(atlas="default").edit(grid_image, words, seed=3, category="grid")
     assert not np.array_equal(plain, a[0])
+
+
+def test_a_large_image_is_drawn_on_at_the_work_side_and_keeps_its_own_pixels_around_it(transistor_image):
+    """At 1024 px the defect is the 256-px draw of the same words and seed, upsampled and added: the same place and
+    size relative to the image, the image's own pixels outside it (stroke widths and feathering are in pixels)."""
+    from local_agent.tools.imaging import WORK_SIDE
+
+    assert transistor_image.shape[:2] == (WORK_SIDE, WORK_SIDE)
+    large = cv2.resize(transistor_image, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    painter = ProceduralPainter()
+    p = prompt("the case of the transistor to add a visible medium crack")
+    small_edit, small_region = painter.edit_with_region(transistor_image, p, seed=3, category="transistor")
+    edit, region = painter.edit_with_region(large, p, seed=3, category="transistor")
+    assert edit.shape == large.shape and region.shape == (1024, 1024)
+    back = cv2.resize(region.astype(np.uint8), (256, 256), interpolation=cv2.INTER_AREA) > 0
+    assert (back & small_region).sum() / (back | small_region).sum() > 0.8
+    far = ~cv2.dilate(region.astype(np.uint8), np.ones((33, 33), np.uint8)).astype(bool)
+    assert np.array_equal(edit[far], large[far])                             # the image's own pixels away from it
+    assert np.array_equal(edit, painter.edit(large, p, seed=3, category="transistor"))
+
+
+def test_the_mask_tool_closes_a_thin_line_on_a_large_image_as_on_a_small_one(grid_image):
+    """Closing and the speck size grow with the image: at 1024 px the 256-px closing left a painted thread in four
+    pieces."""
+    from local_agent.tools.imaging import clean_mask, difference_map
+
+    large = cv2.resize(grid_image, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    edit = ProceduralPainter().edit(large, prompt("the centre of the grid to add a visible thin long thread"), seed=0,
+                                    category="grid")
+    parts = lambda m: cv2.connectedComponents(m.astype(np.uint8))[0] - 1   # noqa: E731
+    assert parts(difference_mask(large, edit)[0]) == 1
+    assert parts(clean_mask(difference_map(large, edit) > 6.0)) > 1             # the 256-px cleaning, as it was

@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 from .atlas import MEASURES, Atlas, AtlasError
-from .imaging import clean_mask, difference_map, difference_mask, elongation, foreground_mask, to_lab
+from .imaging import (WORK_SIDE, at_work_side, clean_mask, difference_map, difference_mask, elongation,
+                      foreground_mask, to_lab)
 from .painter.spec import defect_kind, kind_of
 
 SPECK = 12              # px: parts smaller than this are not counted (the mask tool drops them too)
@@ -188,16 +189,18 @@ def feature_change(edited: np.ndarray, normal: NormalFeatures) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ everything
 def measure(image: np.ndarray, normal: np.ndarray, mask: np.ndarray, foreground: np.ndarray,
             normal_features: NormalFeatures | None = None, features: np.ndarray | None = None) -> dict[str, float]:
-    """Every ``MEASURES`` entry of the defect in ``mask`` (image vs its normal). Feature distance is skipped
-    (None) only when neither features are given nor the encoder can load."""
-    mask = mask.astype(bool)
-    if not mask.any():
-        raise ValueError("empty defect mask")
-    out: dict[str, Any] = {**shape_measures(mask, foreground), **look_measures(image, normal, mask)}
+    """Every ``MEASURES`` entry of the defect in ``mask`` (image vs its normal), the pixel measures at
+    ``WORK_SIDE``. Features (the encoder resizes to its own side) are taken from the images as given."""
+    small_image, small_normal, small_mask, small_fg = at_work_side(image, normal, mask.astype(bool),
+                                                                   foreground.astype(bool))
+    if not small_mask.any():
+        raise ValueError("empty defect mask" + (f" at {WORK_SIDE} px on the long side" if mask.any() else ""))
     if normal_features is None:
         normal_features = NormalFeatures.of(normal)
     if features is None:
         features = edited_features(image)
+    image, normal, mask, foreground = small_image, small_normal, small_mask, small_fg
+    out: dict[str, Any] = {**shape_measures(mask, foreground), **look_measures(image, normal, mask)}
     out["feature_distance"] = feature_distance(features, normal_features, mask)
     return {k: out[k] for k in MEASURES}
 
@@ -206,13 +209,15 @@ def measure_attempt(normal: np.ndarray, edited: np.ndarray, foreground: np.ndarr
                     normal_features: NormalFeatures | None = None
                     ) -> tuple[np.ndarray, dict[str, float], np.ndarray] | None:
     """How the calibrated judge measures an attempt: the mask tool's difference mask of ``edited`` vs ``normal``,
-    then ``measure``. Returns (region, measures, the attempt's patch features), or None when nothing changed."""
-    region, _ = difference_mask(normal, edited)
+    then ``measure``, both at ``WORK_SIDE`` (the region too). Returns (region, measures, the attempt's patch
+    features), or None when nothing changed."""
+    small_normal, small_edited, small_fg = at_work_side(normal, edited, foreground.astype(bool))
+    region, _ = difference_mask(small_normal, small_edited)
     if region.sum() == 0:
         return None
     nf = normal_features if normal_features is not None else NormalFeatures.of(normal)
     ef = edited_features(edited)
-    return region, measure(edited, normal, region, foreground, nf, ef), ef
+    return region, measure(small_edited, small_normal, region, small_fg, nf, ef), ef
 
 
 # ------------------------------------------------------------------------------------------ building an atlas
@@ -270,9 +275,10 @@ def code_fingerprint() -> str:
                edited_features, feature_distance, measure, real_pair, measure_sample, measure_attempt,
                counterfeit_rows, _rounded, _near_cells, imaging.difference_mask, imaging.difference_map,
                imaging._difference_map, imaging._recall, imaging.align_to, imaging.clean_mask, imaging.foreground_mask,
-               imaging._grabcut_foreground, imaging.elongation, trajectories.reconstruct_normal,
+               imaging._grabcut_foreground, imaging.elongation, imaging.at_work_side, trajectories.reconstruct_normal,
                trajectories.load_mask, backbone.patch_features, backbone.SameConv, backbone.MBConv,
-               backbone.EfficientNetLite0.stages, kind_of, defect_kind, trajectories.make_failure, trajectories.sample_seed):
+               backbone.EfficientNetLite0.stages, kind_of, defect_kind, trajectories.make_failure,
+               trajectories.sample_seed):
         parts.append(inspect.getsource(fn))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -288,18 +294,19 @@ def inputs_fingerprint(samples: list[Any]) -> str:
 
 
 def real_pair(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(anomaly image, its mask, its normal) for a real sample.
+    """(anomaly image, its mask, its normal) for a real sample, at ``WORK_SIDE`` on the long side.
 
     The normal is the OpenCV reconstruction (``trajectories.reconstruct_normal``, which inpaints a dilated region to
     remove the defect's halo) pasted back only inside the mask grown by 2 px: outside it the real pixels stay, so
     the difference a judge sees is the labelled defect, not the inpainting's smoothing of the texture around it
-    (on grid that smoothing alone made the changed region 1.8x the mask).
+    (on grid that smoothing alone made the changed region 1.8x the mask). The halo and the pasting are in pixels,
+    so a plant's 1024-px defect is reconstructed at the size the shipped atlas's were.
     """
     from local_agent.images import load_image
     from local_agent.training.trajectories import load_mask, reconstruct_normal
 
     image = load_image(sample.image).rgb
-    mask = load_mask(sample.mask, image.shape[:2])
+    image, mask = at_work_side(image, load_mask(sample.mask, image.shape[:2]))
     mask = clean_mask(mask, min_area=1, close=1) if mask.any() else mask
     if not mask.any():
         raise ValueError("empty mask")
