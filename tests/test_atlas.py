@@ -15,6 +15,7 @@ from local_agent.tools.atlas import Atlas
 from local_agent.tools.atlas_measure import (atlas_kind, build_atlas, inputs_fingerprint, measure, measure_sample,
                                              real_pair, real_samples)
 from local_agent.tools.calibrated_judge import CalibratedJudge, tail_probability
+from local_agent.tools.quality_eval import HeuristicJudge
 from local_agent.training.trajectories import RealSample, make_failure
 
 
@@ -267,6 +268,11 @@ def test_a_defect_photographed_at_four_times_the_size_is_judged_as_at_the_atlas_
     assert small["passed"] and large["passed"], large["review"]
     for k in ("elongation", "edge_sharpness", "texture_change", "visibility", "area_frac_object"):
         assert large["measures"][k] == pytest.approx(small["measures"][k], rel=0.05), k
+    heuristic = HeuristicJudge()                                                 # its thresholds are in px too
+    h_small = heuristic.evaluate(normal, anomaly, "grid", "thread", foreground=np.ones((256, 256), bool))
+    h_large = heuristic.evaluate(up(normal), up(anomaly), "grid", "thread", foreground=np.ones((1024, 1024), bool))
+    assert (h_large["passed"], h_large["faults"]) == (h_small["passed"], h_small["faults"])
+    assert h_large["measures"]["elongation"] == pytest.approx(h_small["measures"]["elongation"], rel=0.05)
     monkeypatch.setattr(imaging, "WORK_SIDE", 1024)                              # what it was: each at its own size
     native = CalibratedJudge().evaluate(up(normal), up(anomaly), "grid", "thread",
                                         foreground=np.ones((1024, 1024), bool))

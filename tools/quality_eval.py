@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from .base import Tool, Workspace, build_backend, string_arg
-from .imaging import difference_mask, elongation, foreground_mask, luminance
+from .imaging import at_work_side, difference_mask, elongation, foreground_mask, luminance
 from .painter.spec import BLOB_KINDS, LINEAR_KINDS, SOFT_KINDS, defect_kind
 
 # Fault name -> what the refinement should do about it (the scripted policy and the SFT data read these).
@@ -52,11 +52,12 @@ class HeuristicJudge:
     def evaluate(self, normal: np.ndarray, edited: np.ndarray, category: str, anomaly_type: str,
                  foreground: np.ndarray | None = None) -> dict[str, Any]:
         kind = defect_kind(anomaly_type)
+        fg = foreground if foreground is not None else foreground_mask(normal, category)
+        normal, edited, fg = at_work_side(normal, edited, fg.astype(bool))    # its px thresholds: 256-px images
         region, diff = difference_mask(normal, edited)
         faults: list[str] = []
         if region.sum() == 0:
             return self._result(0, 0, ["missing"], kind, anomaly_type, {})
-        fg = foreground if foreground is not None else foreground_mask(normal, category)
         area = float(region.sum())
         on_object = float((region & fg).sum()) / area
         n_parts = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)[0] - 1
