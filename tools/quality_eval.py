@@ -52,12 +52,13 @@ class HeuristicJudge:
     def evaluate(self, normal: np.ndarray, edited: np.ndarray, category: str, anomaly_type: str,
                  foreground: np.ndarray | None = None) -> dict[str, Any]:
         kind = defect_kind(anomaly_type)
-        fg = foreground if foreground is not None else foreground_mask(normal, category)
-        normal, edited, fg = at_work_side(normal, edited, fg.astype(bool))    # its px thresholds: 256-px images
+        given = normal
+        normal, edited = at_work_side(normal, edited)    # its px thresholds are for 256-px images
         region, diff = difference_mask(normal, edited)
         faults: list[str] = []
         if region.sum() == 0:
             return self._result(0, 0, ["missing"], kind, anomaly_type, {})
+        fg = at_work_side((foreground if foreground is not None else foreground_mask(given, category)).astype(bool))[0]
         area = float(region.sum())
         on_object = float((region & fg).sum()) / area
         n_parts = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)[0] - 1
