@@ -22,7 +22,8 @@ import click
                    "real defects, copied and judged by for their own category. Default: the profile's (shipped) one.")
 @click.option("--workers", "-j", default=1, show_default=True, type=int, help="Worker processes.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
-              help="Torch CPU threads per worker (the embedded backends are fastest with one; more for CPU diffusion).")
+              help="CPU threads per worker, for torch and BLAS (the embedded backends are fastest with one; more for "
+                   "CPU diffusion).")
 @click.option("--no-trajectories", is_flag=True, help="Do not save per-sample trajectories.")
 def synth(inputs: tuple[Path, ...], anomaly_types: tuple[str, ...], category: str | None, n: int, seed: int,
           max_turns: int, out: Path, profile: str, atlas: Path | None, workers: int, threads: int,

@@ -74,6 +74,26 @@ def test_same_seed_same_images(shared_data, tmp_path):
         assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(b / p.relative_to(a))))
 
 
+def test_a_run_holds_blas_to_its_threads_and_gives_the_caller_its_own_back(shared_data, tmp_path):
+    """NumPy's OpenBLAS opens one spinning thread per core by default: two workers on two cores ran four, and
+    ``--workers 2`` was no faster than one. A worker's BLAS pools get ``threads``, as torch does."""
+    import cv2  # noqa: F401  (an OpenBLAS of its own; importing torch resets them: both before the limits below)
+    import torch  # noqa: F401
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas() -> dict[str, int]:
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    grid = small_category(shared_data, tmp_path / "data", "grid", 1)
+    seen = []
+    with threadpool_limits(limits=3, user_api="blas"):
+        mine = blas()
+        synthesize([grid], ["crack"], tmp_path / "out", n=1, seed=0, save_trajectories=False,
+                   on_record=lambda _: seen.append(blas()))
+        assert {k: blas()[k] for k in mine} == mine == dict.fromkeys(mine, 3), "the caller's own are restored"
+    assert len(seen) == 1 and set(seen[0].values()) == {1} and set(mine) <= set(seen[0])
+
+
 def test_bad_inputs_are_reported_and_do_not_stop_the_run(shared_data, tmp_path):
     src = tmp_path / "mixed"
     src.mkdir()
