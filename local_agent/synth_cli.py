@@ -20,7 +20,8 @@ import click
 @click.option("--atlas", "atlas", default=None, type=click.Path(path_type=Path),
               help="Defect atlas (`local-agent atlas build`) for the prompt writer, painter and judge: a plant's own "
                    "real defects, copied and judged by for their own category. Default: the profile's (shipped) one.")
-@click.option("--workers", "-j", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option("--workers", "-j", default=1, show_default=True, type=int,
+              help="Worker processes (up to one per CPU core).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
               help="CPU threads per worker, for torch and BLAS (the embedded backends are fastest with one; more for "
                    "CPU diffusion).")
