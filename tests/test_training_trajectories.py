@@ -117,6 +117,27 @@ def test_each_failure_mode_fails_the_real_judge(shared_data):
     assert make_failure("misplaced", normal, anomaly, mask, np.ones_like(mask), "broken", rng) is None
 
 
+def test_a_wrong_shape_is_made_only_of_a_real_line_and_squashes_it_round():
+    """A scratch that is no line (screw's measure 1.0-2.6) squashed along its longer axis became a line across it, the
+    shape its kind names: no wrong-shape edit is made of it. A real line is squashed round, its area kept."""
+    from local_agent.tools.imaging import difference_mask, elongation
+
+    normal = np.full((128, 128, 3), 120, np.uint8)
+    fg = np.ones((128, 128), bool)
+    rng = np.random.default_rng(0)
+    for size, is_line in (((40, 3), True), ((8, 6), False)):
+        anomaly, mask = normal.copy(), np.zeros((128, 128), bool)
+        cv2.ellipse(anomaly, (64, 64), size, 30, 0, 360, (40, 40, 40), -1)
+        cv2.ellipse(mask.view(np.uint8), (64, 64), size, 30, 0, 360, 1, -1)
+        image = make_failure("wrong_shape", normal, anomaly, mask, fg, "scratch", rng)
+        if not is_line:
+            assert elongation(mask) < 3 and image is None
+            continue
+        changed = difference_mask(normal, image)[0]
+        assert elongation(mask) > 8 and elongation(changed) < 1.5, elongation(changed)
+        assert 0.7 < changed.sum() / mask.sum() < 1.5
+
+
 def test_real_anomalies_are_judged_at_real_sizes_whatever_the_painters_scale(tmp_path, shared_data):
     """A profile whose painter draws real areas times F (``size_scale``) hands F to the calibrated judge in synth;
     a trajectory replays real anomalies, so its judge must stay at real sizes or it calls them too small."""
