@@ -62,6 +62,27 @@ def test_measures_of_a_hand_made_disc_and_line():
     assert 0.85 < lm["on_object"] < 0.95                              # 8 of its 111 px lie off the disc
 
 
+def test_edge_sharpness_is_the_edge_the_defect_made_not_the_scenes():
+    """A part whose printed outline stays while its inside changes softly (a missing component's footprint) has a
+    border no sharper than the normal's: about 1. Against the flat ring outside (the measure before stop 36) it read
+    as a hard seam. A dark disc drawn on the same flat surface is a hard edge either way."""
+    normal, fg = _object_scene()
+    cv2.rectangle(normal, (100, 100), (156, 156), (40, 40, 40), 2)        # a printed footprint on the object
+    mask = np.zeros((256, 256), np.uint8)
+    cv2.rectangle(mask, (100, 100), (156, 156), 1, -1)
+    soft = normal.astype(np.float32)
+    inside = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 8)[..., None] * (cv2.erode(mask, np.ones((9, 9)))[
+        ..., None] > 0)
+    soft = np.clip(soft - 60 * inside, 0, 255).astype(np.uint8)          # shading inside, fading out to the outline
+    m = measure(soft, normal, mask.astype(bool), fg)
+    assert m["delta_e"] > 5 and m["edge_sharpness"] < 1.2
+    disc = normal.copy()
+    cv2.circle(disc, (128, 180), 8, (100, 100, 100), -1)
+    dmask = np.zeros((256, 256), np.uint8)
+    cv2.circle(dmask, (128, 180), 8, 1, -1)
+    assert measure(disc, normal, dmask.astype(bool), fg)["edge_sharpness"] > 2
+
+
 def test_atlas_from_a_folder_and_cli_errors(tmp_path):
     normal, fg = _object_scene()
     edited = normal.copy()

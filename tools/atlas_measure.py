@@ -33,7 +33,7 @@ SPECK = 12              # px: parts smaller than this are not counted (the mask 
 RING = (2, 7)           # px: the ring outside a defect that stands for "its surroundings"
 FEATURE_SIDE = 256      # encoder input side (backbone.INPUT_SIDE)
 SELF_EXCLUDE = 2        # patches: a normal patch's nearest neighbour is searched outside its 5x5 neighbourhood
-CODE_VERSION = "4"      # bump when a measure changes meaning (the stale-atlas test also hashes this file)
+CODE_VERSION = "5"      # bump when a measure changes meaning (the stale-atlas test also hashes this file)
 COUNTERFEIT_SEED = 0    # the bad edits of a real defect are drawn with trajectories.sample_seed(this, its key)
 
 def atlas_kind(type_name: str) -> str | None:
@@ -96,6 +96,13 @@ def ring_around(mask: np.ndarray, inner: int = RING[0], outer: int = RING[1]) ->
 
 
 # ------------------------------------------------------------------------------------------ how it looks
+def _gradient(light: np.ndarray) -> np.ndarray:
+    """Sobel gradient magnitude of an L* image."""
+    gx = cv2.Sobel(light, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(light, cv2.CV_32F, 0, 1, ksize=3)
+    return np.sqrt(gx * gx + gy * gy)
+
+
 def look_measures(image: np.ndarray, normal: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     diff = difference_map(normal, image)
     lab_i, lab_n = to_lab(image), to_lab(normal)
@@ -109,16 +116,16 @@ def look_measures(image: np.ndarray, normal: np.ndarray, mask: np.ndarray) -> di
     m8 = mask.astype(np.uint8)
     k = np.ones((3, 3), np.uint8)
     border = cv2.dilate(m8, k).astype(bool) & ~cv2.erode(m8, k).astype(bool)
-    gx = cv2.Sobel(light, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(light, cv2.CV_32F, 0, 1, ksize=3)
-    grad = np.sqrt(gx * gx + gy * gy)
+    grad = _gradient(light)
     return {
         "delta_e": delta_e,
         "visibility": delta_e / (float(lab_n[..., 0][ring].std()) + 1.0),
         "lightness_change": float((lab_i[..., 0][mask] - lab_n[..., 0][mask]).mean()),
         "saturation_change": float((sat_i[mask] - sat_n[mask]).mean()),
         "texture_change": float((light[mask].std() + 1.0) / (light[ring].std() + 1.0)),
-        "edge_sharpness": float((grad[border].mean() + 1.0) / (grad[ring].mean() + 1.0)),
+        # the border's gradient against the same pixels' in the normal: the edge the defect made, not the scene's
+        # (a defect whose outline follows a part's own edge read as a "hard seam" against a flat ring)
+        "edge_sharpness": float((grad[border].mean() + 1.0) / (_gradient(lab_n[..., 0])[border].mean() + 1.0)),
     }
 
 
@@ -271,8 +278,8 @@ def code_fingerprint() -> str:
     from . import imaging
 
     parts = [CODE_VERSION, ",".join(MEASURES), ",".join(trajectories.FAILURE_MODES), str(COUNTERFEIT_SEED)]
-    for fn in (atlas_kind, shape_measures, ring_around, look_measures, NormalFeatures, _pairwise, patch_cover,
-               edited_features, feature_distance, measure, real_pair, measure_sample, measure_attempt,
+    for fn in (atlas_kind, shape_measures, ring_around, _gradient, look_measures, NormalFeatures, _pairwise,
+               patch_cover, edited_features, feature_distance, measure, real_pair, measure_sample, measure_attempt,
                counterfeit_rows, _rounded, _near_cells, imaging.difference_mask, imaging.difference_map,
                imaging._difference_map, imaging._recall, imaging.align_to, imaging.clean_mask, imaging.foreground_mask,
                imaging._grabcut_foreground, imaging.elongation, imaging.at_work_side, trajectories.reconstruct_normal,
