@@ -56,7 +56,8 @@ def _painter_reads(text: str) -> bool:
     from ..tools.painter.spec import parse_prompt
 
     spec = parse_prompt(text)
-    return bool(spec.size_word or spec.intensity_word or spec.shape or spec.location or spec.counted or spec.soft)
+    return bool(spec.size_word or spec.intensity_word or spec.shape or spec.location or spec.counted or spec.soft
+                or spec.sharp)
 
 
 def refine_prompt(prompt: str, faults: list[str], review: str = "", knowledge: str | None = None) -> str:
