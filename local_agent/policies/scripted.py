@@ -56,8 +56,7 @@ def _painter_reads(text: str) -> bool:
     from ..tools.painter.spec import parse_prompt
 
     spec = parse_prompt(text)
-    return bool(spec.size_word or spec.intensity_word or spec.shape or spec.location or spec.counted or spec.soft
-                or spec.sharp)
+    return bool(spec.size_word or spec.intensity_word or spec.shape or spec.location or spec.counted or spec.soft)
 
 
 def refine_prompt(prompt: str, faults: list[str], review: str = "", knowledge: str | None = None) -> str:

@@ -31,8 +31,6 @@ def _background_colour(image: np.ndarray, fg: np.ndarray) -> np.ndarray:
 
 
 VISIBLE_DELTA_E = 6.0
-# "sharp-edged": the share of the peak strength where the fade now starts and where it is full (a priori)
-SHARP_FADE = (0.3, 0.7)
 
 
 def _ensure_contrast(img: np.ndarray, target: np.ndarray, alpha: np.ndarray, lighting: np.ndarray,
@@ -250,10 +248,6 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
         peak = alpha.max()
         alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.5, 0.06 * scale))
         alpha = np.clip(alpha / max(alpha.max(), 1e-6) * peak * 1.2, 0, 1)
-    elif s.sharp and alpha.max() > 0:  # a crisper border: the fade's outer part goes, its inner part is full strength
-        peak = alpha.max()
-        alpha = (np.clip((alpha / peak - SHARP_FADE[0]) / (SHARP_FADE[1] - SHARP_FADE[0]), 0, 1) * peak).astype(
-            np.float32)
     if s.kind == "bent":  # a warp's visibility is its displacement; a real bend's contrast may deepen its shading
         if s.delta_e is not None:
             target = _match_contrast(img, target, alpha, s.delta_e, None, limits=(1.0, 2.0))

@@ -121,7 +121,6 @@ class DefectSpec:
     orientation: str | None = None
     metallic: bool = False
     soft: bool = False          # "blend smoothly", "soft-edged", "gradual": a wider fade into the surroundings
-    sharp: bool = False         # "sharp-edged", "crisp": a steeper fade (the judge's "blurred edge"); soft wins
     # Which of the above the words set explicitly (an atlas prior fills in the rest; see :mod:`.priors`).
     size_word: str | None = None
     shape: str | None = None    # "elongated" | "compact": said in the words (SHAPE_WORDS)
@@ -237,7 +236,6 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
         spec.colour = COLOUR_WORDS[spec.colour_word]
     spec.metallic = bool(re.search(r"metal|silver|steel|chrome|shiny", clause))
     spec.soft = broad or bool(re.search(r"smooth|blend|soft|gradual|feather|diffuse", clause))
-    spec.sharp = not spec.soft and bool(re.search(r"sharp|crisp|hard-edged|well-defined", clause))
     for word, n in COUNT_WORDS.items():
         if re.search(r"(?<![a-z])" + word + r"(?![a-z])", clause):
             spec.count = max(spec.count, n)
