@@ -9,7 +9,9 @@ the first:
 
 NAME=ROOT:METHOD reads ROOT/<category folder>/<category>/METHOD/seed<k>/metrics.json (one `--out ROOT/<category>`
 per category, as docs/evaluation.md runs them) or ROOT/<category>/METHOD/seed<k>/metrics.json (several categories in
-one `--out ROOT`). Not a test.
+one `--out ROOT`). ROOT may be several roots joined by commas (seeds 0-2 in one, 3-4 in another; a rerun of only the
+categories a change touches, then the unchanged ones): their runs are pooled, the first root holding a (category,
+seed) giving it. Not a test.
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def table(title: str, runs: dict, base: dict | None, measures: list[str], catego
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", metavar="NAME=ROOT:METHOD")
+    ap.add_argument("runs", nargs="+", metavar="NAME=ROOT[,ROOT...]:METHOD")
     args = ap.parse_args()
     named = []
     for spec in args.runs:
@@ -64,7 +66,10 @@ def main() -> None:
         root, _, method = rest.rpartition(":")
         if not (name and root and method):
             ap.error(f"{spec!r}: expected NAME=ROOT:METHOD")
-        named.append((name, read_runs(Path(root), method)))
+        pooled: dict[tuple[str, int], dict[str, float]] = {}
+        for one in reversed(root.split(",")):     # the first root wins
+            pooled.update(read_runs(Path(one), method))
+        named.append((name, pooled))
     categories = sorted({c for _, runs in named for c, _ in runs})
     for name, runs in named:
         table(f"{name} (levels, %)", runs, None, [*MEASURES, "judge pass", "mask area"], categories)
