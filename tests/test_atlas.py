@@ -196,6 +196,24 @@ def test_a_borrowed_kind_is_not_failed_for_being_larger_than_the_kinds_it_borrow
     assert tail_scores(tiny, rows, object_rows, False, borrowed_rows=True)[1] < 4     # too small fails either way
 
 
+def test_a_borrowed_blob_is_bounded_by_other_blobs():
+    """Grid's glue, zero-shot, borrows other blobs (ball-screw pits), not missing transistors (40 % of the frame):
+    with those in its pool glue scaled up to a quarter of the grid passed. Blob rows bound a blob's size fully."""
+    from local_agent.tools.calibrated_judge import borrowed, judged_rows, tail_scores
+    from local_agent.tools.painter.spec import BLOB_KINDS
+
+    atlas = Atlas.load().for_category("grid")
+    rows, object_rows = judged_rows(atlas, "grid", "glue")
+    assert rows and {r["kind"] for r in rows} <= BLOB_KINDS
+    assert not borrowed(atlas, "grid", "glue")
+    typical = {k: float(np.median([r[k] for r in rows if r.get(k) is not None]))
+               for k in ("area_frac_object", "elongation", "visibility", "delta_e", "feature_distance",
+                         "texture_change", "edge_sharpness")}
+    quarter = {**typical, "area_frac_object": 0.25}
+    assert tail_scores(typical, rows, object_rows, True)[1] == 5
+    assert tail_scores(quarter, rows, object_rows, True)[1] < 4
+
+
 def test_shipped_atlas_is_not_stale(shared_data):
     """The inputs and the measuring code have not changed since the shipped atlas was built (fingerprint), and
     re-measuring a few real defects gives the stored rows (so the numbers, not only the hash, are reproducible).

@@ -35,7 +35,7 @@ from .atlas import MIN_ROWS, Atlas
 from .atlas_measure import NormalFeatures, atlas_kind, feature_change, measure_attempt, patch_cover
 from .base import positive_option
 from .imaging import foreground_mask
-from .painter.spec import KINDS, LINEAR_KINDS, SIZE_WORDS
+from .painter.spec import BLOB_KINDS, KINDS, LINEAR_KINDS, SIZE_WORDS
 from .quality_eval import verdict
 
 # Measure -> (weight below the real median, weight above it). A tail probability counts as p / weight: weight 1
@@ -54,7 +54,9 @@ QUALITY_MEASURES: dict[str, tuple[float, float]] = {
 # lent to them 0.2-1 %; three in four painted ones were "too large", and the loop shrank them toward a pit. So an
 # area above the borrowed rows' median counts at a tenth of its rarity, as a more visible than usual defect does
 # (``visibility`` above); with no bound at all, scaled-up counterfeits of borrowed kinds passed (bad edits failed
-# 53 % against 63 %). Too small keeps its full weight: a defect the detector cannot see teaches nothing.
+# 53 % against 63 %). Too small keeps its full weight: a defect the detector cannot see teaches nothing. A blob kind
+# (glue, a pit, a stain) borrows only other blobs' rows (``pools``), which do bound it: material on a surface, of
+# the same kind of size, so it keeps its full weight (stop 38: grid's glue scaled up to a quarter of the grid passed).
 BORROWED_WEIGHTS: dict[str, tuple[float, float]] = {"area_frac_object": (1.0, 0.1)}
 BINARY = frozenset({"touches_object_edge", "touches_image_border"})
 LINEAR = frozenset({"dist_to_boundary", "pos_x", "pos_y", "lightness_change", "saturation_change", "on_object"})
@@ -117,16 +119,18 @@ def at_real_size(measures: dict[str, Any], size_scale: float) -> dict[str, Any]:
 def pools(atlas: Atlas, key: str, by_shape: bool = True) -> tuple[list[dict], list[dict]]:
     """(real rows of the kind, real OBJECT rows of the kind) the tails are taken in. A kind with too few rows
     (``MIN_ROWS``; zero-shot, 11 of ../shared's 16 types once their category is left out) borrows the rows of the
-    painter's kinds of its shape (a thread, a cut: scratches, cracks; a blob: pits, chips, glue), else every row.
+    painter's kinds of its shape (a thread, a cut: scratches, cracks; a blob: pits, stains, glue; a missing or
+    broken part: every kind that is not a line), else every row. Until stop 38 a blob borrowed every kind that is not
+    a line, missing transistors (40 % of the frame) among them, and grid's glue scaled up to a quarter passed.
     Before stop 30 it borrowed every row, a third of them ball-screw pits, and a real-looking thread was failed
     as "wrong shape: real defects are compact". ``by_shape=False`` keeps that: the learned decider was trained and
     measured on it (with the shape pools it failed fewer faded edits, 60 % against 75 %)."""
     rows = atlas.kind_rows(key)
     own = rows is not None
     if not own and by_shape:
-        linear = key in LINEAR_KINDS
-        rows = [r for r in atlas.rows if r.get("kind") in KINDS and (r["kind"] in LINEAR_KINDS) == linear] \
-            if key in KINDS else []
+        shape = LINEAR_KINDS if key in LINEAR_KINDS else BLOB_KINDS if key in BLOB_KINDS \
+            else frozenset(KINDS) - LINEAR_KINDS
+        rows = [r for r in atlas.rows if r.get("kind") in shape] if key in KINDS else []
     if rows is None or len(rows) < MIN_ROWS:
         rows = atlas.rows
     # where on the part a rare kind sits is not known from its shape: every object row (on ../shared the line-like
@@ -168,10 +172,12 @@ def judged_rows(atlas: Atlas, category: str, anomaly_type: str, *, own_at_least:
 
 
 def borrowed(atlas: Atlas, category: str, anomaly_type: str, *, own_at_least: int = MIN_ROWS) -> bool:
-    """Whether ``judged_rows`` judges the type among other kinds' rows: too few of its kind's own and of the
-    category's own of the type."""
+    """Whether ``judged_rows`` judges the type among other kinds' rows (too few of its kind's own and of the
+    category's own of the type) that do not bound its size, so ``BORROWED_WEIGHTS`` apply: not for a blob kind,
+    whose borrowed rows are other blobs."""
+    key = atlas_kind(anomaly_type) or anomaly_type
     own = atlas.own_rows(category, anomaly_type)
-    return atlas.kind_rows(atlas_kind(anomaly_type) or anomaly_type) is None and len(own or []) < own_at_least
+    return key not in BLOB_KINDS and atlas.kind_rows(key) is None and len(own or []) < own_at_least
 
 
 def tail_scores(m: dict[str, float], rows: list[dict], object_rows: list[dict], texture: bool,
