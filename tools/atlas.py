@@ -51,9 +51,8 @@ MEASURES: dict[str, str] = {
     "lightness_change": "mean L* inside, defect minus normal (negative = darker)",
     "saturation_change": "mean HSV saturation inside, defect minus normal (0-1 scale)",
     "texture_change": "(std of L* inside the defect + 1) / (std of L* in a ring 2-7 px outside it + 1)",
-    "edge_sharpness": "(mean Sobel gradient of L* on the border + 1) / (the same in the normal + 1): the edge the "
-                      "defect made, 1 where it follows the scene's own; on the difference region the judge measures "
-                      "an attempt on (pixels over 6 ΔE against the normal), not on the annotated mask",
+    "edge_sharpness": "(mean Sobel gradient of L* on the mask border + 1) / (the same in the normal + 1): the edge the "
+                      "defect made, 1 where it follows the scene's own",
     # feature space
     "feature_distance": "largest distance of a defect patch (EfficientNet-Lite0, 32x32 patches at 256 px) to its nearest "
                         "patch of the normal image, / the normal patches' own nearest-neighbour spread",
