@@ -384,11 +384,15 @@ class CalibratedJudge:
         low = x < med
         plural = f"real {kind.replace('_', ' ')} defects" if kind and self._own_kind else "real defects"
         if measure_name == "area_frac_object":
+            # The advice names the target share at the painter's own scale: a size word alone is a percentile band
+            # of the PAINTER's prior rows, which for a rare kind are other rows than these (grid's threads: the
+            # painter's "medium" 0.46 %, these rows' median 2 %), so "make it medium" could not reach the median.
             word = size_word(med)
             share = _pct(med) + (f" ({self.size_scale:g}x that here)" if self.size_scale != 1.0 else "")
+            target = f"make it {word}, about {_pct(med * self.size_scale)} of the part"
             if low:
-                return "too small", f"too small: {plural} cover about {share} of the part: make it {word}"
-            return "too large", f"too large: {plural} cover about {share} of the part: make it {word}"
+                return "too small", f"too small: {plural} cover about {share} of the part: {target}"
+            return "too large", f"too large: {plural} cover about {share} of the part: {target}"
         if measure_name in ("delta_e", "feature_distance", "visibility"):
             if low:
                 return "too faint", (f"too faint: {plural} stand out more from the surface: make it more "
