@@ -363,3 +363,27 @@ def test_a_scaled_generator_is_judged_at_the_real_size_it_scaled(shared_data):
     assert build_tools(config)["quality_eval"].backend.size_scale == 1
     with pytest.raises(ValueError, match="size_scale"):
         CalibratedJudge(size_scale=0)
+
+
+def test_size_advice_asks_the_painter_for_the_rows_median_at_its_scale(shared_data):
+    """Zero-shot, grid's threads are judged among every line kind (median about 2 % of the part) while the
+    painter's own size words are bands of other rows (its "medium" was 0.46 % there), so "make it medium" could
+    not reach the judge's median. The advice now names the share at the painter's scale, and the refined prompt
+    makes the painter paint it."""
+    from local_agent.policies.scripted import refine_prompt
+    from local_agent.tools.calibrated_judge import judged_rows
+    from local_agent.tools.painter.spec import parse_prompt
+
+    normal = np.asarray(Image.open(sorted((shared_data / "mvtec" / "grid" / "train" / "good").glob("*.png"))[0])
+                        .convert("RGB").resize((256, 256)), np.float32)
+    line = np.zeros((256, 256), np.float32)
+    cv2.line(line, (100, 120), (112, 126), 1.0, 2)
+    edited = (normal * (1 - 0.6 * line[..., None])).astype(np.uint8)
+    judge = CalibratedJudge(size_scale=2)
+    v = judge.evaluate(normal.astype(np.uint8), edited, "grid", "thread", foreground=np.ones((256, 256), bool))
+    assert "too small" in v["faults"], v["review"]
+    rows, _ = judged_rows(Atlas.load().for_category("grid"), "grid", "thread")
+    median = float(np.median([r["area_frac_object"] for r in rows]))
+    start = "Using the provided image, change only one region of the grid to add a thread. Keep the rest unchanged."
+    refined = parse_prompt(refine_prompt(start, v["faults"], v["review"]))
+    assert refined.area == pytest.approx(2 * median, rel=0.05)

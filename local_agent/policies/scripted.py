@@ -39,7 +39,9 @@ def _review_advice(review: str) -> dict[str, str]:
     """Fault -> the judge's own imperative for it, from a review of the form "fault: why: make it …; fault: …".
 
     The calibrated judge writes what real defects of the kind measure ("real breaks cover about 2 % of the part")
-    before its advice; only the imperative goes into the prompt (a "2 %" there would be read as a size).
+    before its advice; only the imperative goes into the prompt (a "2 %" there would be read as a size). A size
+    advice carries its own share at the painter's scale ("make it medium, about 4 % of the part"), which is meant
+    to be read as one.
     """
     text = re.sub(r"^.*?(?:Not acceptable yet\.|Minor:)\s*", "", review.strip())
     out: dict[str, str] = {}
