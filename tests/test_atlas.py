@@ -387,3 +387,6 @@ def test_size_advice_asks_the_painter_for_the_rows_median_at_its_scale(shared_da
     start = "Using the provided image, change only one region of the grid to add a thread. Keep the rest unchanged."
     refined = parse_prompt(refine_prompt(start, v["faults"], v["review"]))
     assert refined.area == pytest.approx(2 * median, rel=0.05)
+    from local_agent.tools.calibrated_judge import _pct     # a share at 4x scale can pass 100 %
+    assert (_pct(0.004), _pct(0.12), _pct(1.0), _pct(1.6)) == ("0.4 %", "12 %", "100 %", "160 %")
+    assert parse_prompt(f"Add a thread to the grid: make it large, about {_pct(1.6)} of the part.").area == 0.6

@@ -254,7 +254,8 @@ def size_word(area_frac: float) -> str:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.2g} %" if x >= 0.001 else "under 0.1 %"
+    """Two significant digits, never in exponent form: "1.6e+02 %" would reach the painter as "02 %"."""
+    return f"{float(f'{100 * x:.2g}'):g} %" if x >= 0.001 else "under 0.1 %"
 
 
 class CalibratedJudge:
