@@ -15,7 +15,7 @@ from PIL import Image
 
 from local_agent.evaluation.generative import inception_score, intra_cluster_distance, n_centres
 from local_agent.evaluation.layout import LayoutError, read_category
-from local_agent.evaluation.metrics import aupro, detection_metrics, f1_max, image_scores
+from local_agent.evaluation.metrics import aupro, detection_metrics, f1_max, image_scores, per_type_metrics
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -36,6 +36,23 @@ def test_detection_metrics_hand_computed():
     assert m["pixel_AUROC"] == m["pixel_AP"] == m["pixel_F1Max"] == m["pixel_AUPRO"] == pytest.approx(1.0)
     inverted = detection_metrics(labels, scores, masks, 1 - maps)
     assert inverted["pixel_AUROC"] == pytest.approx(0.0) and inverted["pixel_AUPRO"] == pytest.approx(0.0)
+
+
+def test_per_type_metrics_judge_each_type_against_the_good_images_alone():
+    # goods score 0.1 and 0.5; "crack" images 0.9 and 0.3 (one found, one below a good); "hole" 0.6 (above both)
+    types = ["good", "crack", "hole", "good", "crack"]
+    scores = np.array([0.1, 0.9, 0.6, 0.5, 0.3])
+    masks = np.zeros((5, 2, 2), bool)
+    masks[1, 0, 0] = masks[2, 1, 1] = masks[4, 0, 1] = True
+    maps = np.zeros((5, 2, 2), np.float32)
+    maps[1, 0, 0], maps[2, 1, 1], maps[4, 1, 0] = 0.9, 0.8, 0.7       # the second crack's map misses its pixel
+    m = per_type_metrics(types, scores, masks, maps)
+    assert set(m) == {"crack", "hole"} and m["crack"]["n"] == 2 and m["hole"]["n"] == 1
+    assert m["crack"]["image_AUROC"] == pytest.approx(0.75)   # 3 of 4 (crack, good) pairs ordered right
+    assert m["hole"]["image_AUROC"] == pytest.approx(1.0)     # the overall AUROC would mix the two
+    assert m["hole"]["pixel_AP"] == pytest.approx(1.0)
+    assert m["crack"]["pixel_AP"] < 1.0
+    assert per_type_metrics(["crack"], scores[:1], masks[1:2], maps[1:2])["crack"]["image_AUROC"] is None
 
 
 def test_aupro_hand_computed():
@@ -482,6 +499,8 @@ def test_seeds_and_paired_differences_are_deterministic_and_resume(shared_data, 
         assert set(run["metrics"]) == {"image_AUROC", "image_AP", "image_F1Max", "pixel_AUROC", "pixel_AP",
                                        "pixel_F1Max", "pixel_AUPRO"}
         assert run["cost"]["samples"] == 4 and 0 <= run["cost"]["judge_pass_rate"] <= 1
+        assert set(run["per_type_detection"]) == {"broken", "thread"}                  # each real type on its own
+        assert all(v["n"] == 2 and 0 <= v["image_AUROC"] <= 1 for v in run["per_type_detection"].values())
         assert np.sum(run["type_accuracy"]["crop"]["confusion"]) == 4           # 2 real defects per type
         assert "generative" not in run                                     # off by default
         assert (tmp_path / "out1" / "grid" / method / "seed3" / "contact_sheet.png").is_file()
@@ -499,6 +518,7 @@ def test_seeds_and_paired_differences_are_deterministic_and_resume(shared_data, 
     assert saved["seeds"] == [3, 4] and saved["config"]["seg"]["steps"] == 3 and "torch" in saved["versions"]
     table = (out / "results.md").read_text()
     assert "| nsa |" in table and "| draem |" in table and "nsa − draem" in table and " ± " in table
+    assert "image_AUROC per defect type" in table and "| method | broken | thread |" in table
     # A rerun reads every (method, seed) back; a third seed only runs what is new.
     rerun = evaluate(root, ["nsa", "draem"], out, n_per_type=2, seeds=(3, 4), profile=heuristic_profile(),
                      config=tiny_config(tmp_path))

@@ -228,7 +228,7 @@ def type_accuracy(images: list[np.ndarray], masks: list[np.ndarray], labels: np.
 
 def _evaluate_run(label: str, category: Category, real: RealData, samples: list[Sample], config: EvalConfig,
                   seed: int, reporter: Reporter) -> dict[str, Any]:
-    from .metrics import detection_metrics, image_scores, smooth_maps
+    from .metrics import detection_metrics, image_scores, per_type_metrics, smooth_maps
     from .segmentation import detector_seed, mask_at, predict_maps, train_decoder
 
     seg = config.seg
@@ -258,8 +258,9 @@ def _evaluate_run(label: str, category: Category, real: RealData, samples: list[
     for model in models[1:]:          # summed in place, not K full-resolution stacks held at once
         maps += predict_maps(model, test_feats, size)
     maps = smooth_maps(maps / len(models), seg.smoothing_sigma)
-    result["metrics"] = detection_metrics(real.test_labels, image_scores(maps), real.test_masks, maps,
-                                          with_aupro=config.aupro)
+    scores = image_scores(maps)
+    result["metrics"] = detection_metrics(real.test_labels, scores, real.test_masks, maps, with_aupro=config.aupro)
+    result["per_type_detection"] = per_type_metrics(real.test_types, scores, real.test_masks, maps)
     timings["segmentation_test_seconds"] = time.perf_counter() - t0
 
     types = category.anomaly_types

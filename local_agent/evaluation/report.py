@@ -87,6 +87,25 @@ def category_table(entry: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def per_type_table(entry: dict[str, Any], metric: str = "image_AUROC") -> str:
+    """One row per method, one column per real defect type: ``metric`` of that type's test images against the good
+    ones, mean ± sd over the seeds that have it (runs written before per-type detection have none)."""
+    methods = entry["methods"]
+    types = sorted({t for e in methods.values() for r in e["seeds"].values() for t in r.get("per_type_detection") or {}})
+    if not types:
+        return ""
+    lines = ["| method | " + " | ".join(types) + " |", "|" + "---|" * (len(types) + 1)]
+    for name, e in methods.items():
+        cells = []
+        for t in types:
+            values = [v for r in e["seeds"].values()
+                      if (v := ((r.get("per_type_detection") or {}).get(t) or {}).get(metric)) is not None]
+            cells.append(_cell({"mean": float(np.mean(values)),
+                                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None} if values else None))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _judge_cell(stat: dict[str, Any] | None) -> str:
     """The judge pass rate; one that passed every sample of every seed is marked: there it could not fail, so it
     filtered nothing (a finding about the judge, not a quality of the samples)."""
@@ -188,5 +207,9 @@ def write_markdown(path: Path, results: dict[str, Any]) -> None:
         table = paired_table(c["methods"], ref)
         if table:
             parts += [f"Paired difference to {ref} (percentage points):\n", table + "\n"]
+        for metric in ("image_AUROC", "pixel_AP"):
+            table = per_type_table(c, metric)
+            if table:
+                parts += [f"{metric} per defect type (that type's test images against the good ones):\n", table + "\n"]
     parts.append(f"Total wall time: {results.get('wall_seconds', 0):.0f} s.\n")
     atomic_write_bytes(path, "\n".join(parts).encode())
