@@ -52,8 +52,9 @@ def spread(values: list[float], signed: bool) -> str:
     return f"{np.mean(values):{'+' if signed else ''}.1f} ± {sd:.1f}" + ("" if len(values) == 3 else f" ({len(values)})")
 
 
-def table(title: str, runs: dict, base: dict | None, measures: list[str], categories: list[str]) -> None:
-    print(f"\n{title}\n| | " + " | ".join(categories) + " | mean over categories (per seed) |")
+def table(title: str, runs: dict, base: dict | None, measures: list[str], categories: list[str],
+          over: str = "categories") -> None:
+    print(f"\n{title}\n| | " + " | ".join(categories) + f" | mean over {over} (per seed) |")
     print("|---" * (len(categories) + 2) + "|")
     seeds = sorted({s for _, s in runs})
     for m in measures:
@@ -87,12 +88,13 @@ def main() -> None:
     if not categories:
         ap.error("no finished run found" + (" with per-type detection (runs before it lack it)" if args.per_type else ""))
     measures = ["image AUROC", "pixel AP"] if args.per_type else list(MEASURES)
+    over = "types" if args.per_type else "categories"
     for name, runs in named:
         table(f"{name} (levels, %)", runs, None, measures if args.per_type else [*MEASURES, "judge pass", "mask area"],
-              categories)
+              categories, over)
     base_name, base = named[0]
     for name, runs in named[1:]:
-        table(f"{name} − {base_name} (paired by seed, percentage points)", runs, base, measures, categories)
+        table(f"{name} − {base_name} (paired by seed, percentage points)", runs, base, measures, categories, over)
 
 
 if __name__ == "__main__":
