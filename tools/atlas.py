@@ -29,8 +29,7 @@ import numpy as np
 MEASURES: dict[str, str] = {
     # where
     "dist_to_boundary": "distance from the defect's centroid to the object's boundary (the image border counts as "
-                        "boundary), / the object's largest such distance (0 on the rim, 1 on the medial axis); "
-                        "negative when the centroid is off the object",
+                        "boundary), / sqrt(object area); negative when the centroid is off the object",
     "touches_object_edge": "1 if the defect mask reaches the object's boundary (textures: 0)",
     "touches_image_border": "1 if the defect mask reaches the image border",
     "pos_x": "centroid x within the object's bounding box, 0 (left) .. 1 (right)",

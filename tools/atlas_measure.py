@@ -58,15 +58,9 @@ def shape_measures(mask: np.ndarray, foreground: np.ndarray) -> dict[str, float]
     cy, cx = float(ys.mean()), float(xs.mean())
     fg_area = max(float(fg.sum()), 1.0)
     whole = bool(fg.all())
-    # Signed distance of the centroid to the object's boundary (image border counts as boundary: textures), as a
-    # share of the object's deepest point (its half-width): 0 on the rim, 1 on the medial axis, whatever the
-    # object's shape. Until stop 41 it was over sqrt(object area), which reads a screw's axis (half-width 10 px,
-    # sqrt area 79 px) as 0.13 and a transistor's centre as 0.5, so a compact part judged among a thin part's
-    # defects was told "place it at the edge" anywhere but its rim, and the painter copying a screw's depth put a
-    # transistor's defect on the board at its rim.
+    # Signed distance of the centroid to the object's boundary (image border counts as boundary: textures).
     pad = np.pad(fg.astype(np.uint8), 1)
     inside = cv2.distanceTransform(pad, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    half_width = max(float(inside.max()), 1.0)
     outside = cv2.distanceTransform(1 - pad, cv2.DIST_L2, 5)[1:-1, 1:-1]
     iy, ix = min(int(round(cy)), h - 1), min(int(round(cx)), w - 1)
     signed = float(inside[iy, ix]) if fg[iy, ix] else -float(outside[iy, ix])
@@ -79,7 +73,7 @@ def shape_measures(mask: np.ndarray, foreground: np.ndarray) -> dict[str, float]
     perimeter = sum(cv2.arcLength(c, True) for c in contours)
     area = float(mask.sum())
     return {
-        "dist_to_boundary": signed / half_width,
+        "dist_to_boundary": signed / np.sqrt(fg_area),
         "touches_object_edge": touches_edge,
         "touches_image_border": float(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()),
         "pos_x": (cx - fxs.min()) / max(float(fxs.max() - fxs.min()), 1.0),

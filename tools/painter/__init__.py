@@ -198,7 +198,7 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
     dist = _distance(fg) if on_object or frame_rim else None
     if frame_rim and "edge" in location:
         where = fg & (dist <= max(3.0, 0.04 * min(fg.shape)))
-    depth = s.depth * float(_distance(fg).max()) if s.depth is not None else None   # a share of the half-width
+    depth = s.depth * float(np.sqrt(fg.sum())) if s.depth is not None else None
     rim_strength = None
     material, material_dist = fg, dist   # where a chip can take material away
     if on_object and "edge" in location:  # the outline where the object meets a contrasting background

@@ -134,7 +134,7 @@ class DefectSpec:
     lighter: bool | None = None         # the real defect was lighter than its surroundings
     edge: bool | None = None            # anchored on the object's rim
     aim: tuple[float, float] | None = None  # (x, y) within the object's box, 0..1
-    depth: float | None = None          # distance from the object's boundary, / its half-width (0 rim, 1 axis)
+    depth: float | None = None          # distance from the object's boundary, / sqrt(object area)
     elongation: float | None = None     # length / width of the real mask (linear kinds)
 
 
