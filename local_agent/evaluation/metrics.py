@@ -94,15 +94,15 @@ def per_type_metrics(test_types: list[str], image_scores: np.ndarray, pixel_mask
     kinds = np.asarray(test_types)
     good = kinds == "good"
     scores = np.asarray(image_scores, dtype=np.float64)
+    masks, maps = np.asarray(pixel_masks).astype(bool), np.asarray(pixel_maps)
     out: dict[str, dict[str, float | None]] = {}
     for t in sorted(set(test_types) - {"good"}):
         keep = good | (kinds == t)
         labels = (kinds[keep] == t).astype(int)
-        pm = np.asarray(pixel_masks)[keep].astype(bool).reshape(-1)
+        pm = masks[keep].reshape(-1)
         out[t] = {"n": int(labels.sum()),
                   "image_AUROC": float(roc_auc_score(labels, scores[keep])) if good.any() else None,
-                  "pixel_AP": float(average_precision_score(pm, np.asarray(pixel_maps)[keep].reshape(-1)))
-                  if pm.any() else None}
+                  "pixel_AP": float(average_precision_score(pm, maps[keep].reshape(-1))) if pm.any() else None}
     return out
 
 

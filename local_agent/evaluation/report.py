@@ -90,18 +90,16 @@ def category_table(entry: dict[str, Any]) -> str:
 def per_type_table(entry: dict[str, Any], metric: str = "image_AUROC") -> str:
     """One row per method, one column per real defect type: ``metric`` of that type's test images against the good
     ones, mean ± sd over the seeds that have it (runs written before per-type detection have none)."""
+    from .harness import mean_sd
+
     methods = entry["methods"]
     types = sorted({t for e in methods.values() for r in e["seeds"].values() for t in r.get("per_type_detection") or {}})
     if not types:
         return ""
     lines = ["| method | " + " | ".join(types) + " |", "|" + "---|" * (len(types) + 1)]
     for name, e in methods.items():
-        cells = []
-        for t in types:
-            values = [v for r in e["seeds"].values()
-                      if (v := ((r.get("per_type_detection") or {}).get(t) or {}).get(metric)) is not None]
-            cells.append(_cell({"mean": float(np.mean(values)),
-                                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None} if values else None))
+        cells = [_cell(mean_sd([((r.get("per_type_detection") or {}).get(t) or {}).get(metric)
+                                for r in e["seeds"].values()])) for t in types]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
