@@ -503,3 +503,50 @@ def test_the_mask_tool_closes_a_thin_line_on_a_large_image_as_on_a_small_one(gri
     parts = lambda m: cv2.connectedComponents(m.astype(np.uint8))[0] - 1   # noqa: E731
     assert parts(difference_mask(large, edit)[0]) == 1
     assert parts(clean_mask(difference_map(large, edit) > 6.0)) > 1             # the 256-px cleaning, as it was
+
+
+def leaded_part() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, object mask, leads): a dark case with three bright leads on a copper board whose dark stripes run
+    under and beside it, the object mask a loose box around case and leads (as GrabCut's is on transistor)."""
+    image = np.zeros((256, 256, 3), np.uint8)
+    image[:] = (185, 125, 105)
+    for x in range(10, 256, 28):
+        image[:, x:x + 5] = (70, 45, 40)                                  # the board's stripes
+    image += np.random.default_rng(0).integers(0, 6, image.shape, dtype=np.uint8)
+    cv2.rectangle(image, (76, 30), (180, 125), (30, 30, 35), -1)           # the case
+    leads = np.zeros((256, 256), np.uint8)
+    for x in (101, 128, 155):
+        cv2.line(leads, (x, 126), (x + (x - 128) // 4, 215), 1, 4)
+    image[leads > 0] = (205, 205, 210)
+    fg = np.zeros((256, 256), bool)
+    fg[24:131, 70:186] = True
+    fg[120:222, 88:170] = True
+    return image, fg, leads > 0
+
+
+def test_a_bent_or_cut_lead_is_painted_at_a_leads_free_end():
+    """A bent or cut lead was a warp beside the case and a line across the board; real ones are leads bent or
+    shortened at their free ends. The words that name a thin part (lead, pin, leg, wire) put the defect on the far
+    half of the object's thin parts; a cut one loses a piece of the lead there, and the board around it stays."""
+    from local_agent.tools.painter import paint
+
+    assert parse_prompt(open_loop("transistor", "cut lead")).thin_part
+    assert parse_prompt(open_loop("transistor", "bent pins")).thin_part
+    assert not parse_prompt(open_loop("tile", "pinhole")).thin_part
+    assert not parse_prompt(open_loop("transistor", "misleading scratch")).thin_part
+    image, fg, leads = leaded_part()
+    near_leads = cv2.dilate(leads.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    for words in ("cut lead", "bent lead"):
+        for seed in range(4):
+            spec = parse_prompt(open_loop("transistor", words))
+            out, region = paint(image, spec, fg, np.random.default_rng(seed))
+            assert region.sum() > 10, (words, seed)
+            assert centroid(region)[1] >= 165, (words, seed, centroid(region))   # the leads' far half: y 170-215
+            on_lead = 0.7 if words == "cut lead" else 0.3     # a warp moves the board around the lead too
+            assert (region & near_leads).sum() >= on_lead * region.sum(), (words, seed)
+            if words == "cut lead":   # the lead's pixels there are gone: board-coloured, not lead-coloured
+                gone = region & leads
+                assert gone.sum() > 10 and out[gone].mean() < image[gone].mean() - 30, seed
+    # Without a thin part's word a cut on the object is still a line.
+    line = paint(image, parse_prompt(open_loop("transistor", "cut")), fg, np.random.default_rng(0))[1]
+    assert elongation(line) > 3

@@ -100,3 +100,41 @@ def choose_point(fg: np.ndarray, location: tuple[str, ...], rng: np.random.Gener
     nearest = np.argsort(d2)[:20]
     i = int(rng.choice(nearest))
     return int(xs[i]), int(ys[i])
+
+
+
+# A lead, pin or leg: narrower than this share of the frame's side, and this many grey levels lighter (darker) than
+# what a grey opening (closing) of that width leaves.
+THIN_WIDTH = 0.035
+THIN_CONTRAST = 12
+
+
+def thin_parts(lum: np.ndarray, fg: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the object's thin parts, their free ends): where a defect of a lead, a pin or a leg goes.
+
+    The thin parts lie in the object mask outside its compact body (``body``: the mask opened by a tenth of the
+    object's size, so leads fall away from a transistor's case). They are thin structures lighter (or darker) than
+    their surroundings, of the polarity that is commoner there than off the object: a transistor's bright leads,
+    not the board's dark stripes, which run beside the object as much as under it. Real bent and cut leads are bent
+    or shortened at their free ends, so the ends are the thin parts' pixels farther from the body than their
+    median. None when the object has no thin parts (under 5 % of the mask outside the body, or under 20 pixels)."""
+    h, w = lum.shape
+    rest = fg & ~cv2.dilate(body.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    if rest.sum() < 0.05 * fg.sum():
+        return None
+    k = max(3, int(THIN_WIDTH * min(h, w)) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    grey = np.clip(lum, 0, 255).astype(np.uint8)
+    light = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, kernel) > THIN_CONTRAST
+    dark = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel) > THIN_CONTRAST
+    off = ~fg if (~fg).sum() >= 100 else np.ones_like(fg)
+
+    def belongs(m: np.ndarray) -> float:   # how much commoner beside the body than off the object
+        return float(m[rest].mean()) / (float(m[off].mean()) + 0.01)
+
+    part = (light if belongs(light) >= belongs(dark) else dark) & rest
+    if part.sum() < 20:
+        return None
+    reach = cv2.distanceTransform((~body).astype(np.uint8), cv2.DIST_L2, 3)
+    ends = part & (reach >= np.median(reach[part]))
+    return part, ends
