@@ -15,7 +15,7 @@ import numpy as np
 from ..base import BackendUnavailable, positive_option
 from ..baselines import list_texture_files
 from ..imaging import WORK_SIDE, at_work_side, clean_mask, difference_map, foreground_mask, keep_mode, part_fills_frame
-from .placement import PART_STRETCHES, choose_point, object_box, part_band, thin_parts
+from .placement import PART_STRETCHES, choose_point, object_box, part_band
 from .render import KIND_RENDERERS, Canvas
 from .priors import EDGE_KINDS, apply_priors, load_atlas
 from .spec import DefectSpec, parse_prompt
@@ -89,8 +89,8 @@ def _match_contrast(img: np.ndarray, target: np.ndarray, alpha: np.ndarray, delt
 _LINEAR = ("scratch", "crack", "cut", "thread", "fold", "print")
 
 
-def _scale_for_area(linear: bool, area_px: float, width: float) -> float:
-    if linear:
+def _scale_for_area(kind: str, area_px: float, width: float) -> float:
+    if kind in _LINEAR:
         return area_px / (1.5 * max(width, 1.0))
     return float(np.sqrt(area_px / 0.8))
 
@@ -131,8 +131,6 @@ def _object_body(img: np.ndarray, fg: np.ndarray) -> np.ndarray | None:
     return largest if largest.sum() >= 0.3 * fg.sum() else None
 
 
-# Kinds a thin part's words ("bent_lead", "cut_lead") put at a thin part's free end (``placement.thin_parts``).
-THIN_PART_KINDS = frozenset({"bent", "cut"})
 # fill: texture leaves these their own look: a bend moves real pixels, a missing or broken piece shows the background.
 OWN_LOOK_KINDS = frozenset({"bent", "missing", "broken"})
 # Kinds that by nature reach past the object's outline (a chip, a bent lead): not clipped to the object mask.
@@ -168,34 +166,24 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
         s = replace(spec, size=spec.size * float(rng.uniform(0.75, 1.5)))
         if spec.delta_e is None:
             s.intensity = float(np.clip(spec.intensity * rng.uniform(0.45, 1.15), 0.1, 1.0))
-    where = fg
-    if s.kind == "bent":  # a bend shows where there is structure to displace (a lead, a wire), not on flat plastic
-        grad = cv2.morphologyEx(lum, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-        busy = cv2.dilate((grad > np.percentile(grad[fg], 75)).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-        where = fg & busy if (fg & busy).any() else fg
-    thin = ends = None
-    if on_object and s.thin_part and s.kind in THIN_PART_KINDS:   # a bent or cut lead: at a lead's free end
-        body = _object_body(img, fg)
-        found = thin_parts(lum, fg, body) if body is not None else None
-        if found is not None:
-            thin, ends = found
-            where = ends
-    if s.thin_part and ends is None:   # no thin part found: the kind's own drawing (a cut is a line)
-        s = replace(s, thin_part=False)
-    linear = s.kind in _LINEAR and not (s.thin_part and s.kind == "cut")   # a severed lead is a piece gone, no line
     # Never below what the mask tool keeps (it drops specks under 12 px): a pit of 9 px would teach nothing.
     area_px = max(24.0, s.area * float(fg.sum())) if s.area is not None else None
     width = None
     if area_px is not None and s.count > 1:  # each part must stay visible to the mask tool (>= 12 px)
         s = replace(s, count=int(max(1, min(s.count, area_px // 24))))
     if area_px is not None:
-        if linear:
+        if s.kind in _LINEAR:
             width = float(np.clip(np.sqrt(area_px / (s.elongation or 8.0)), 1.0, 5.0))
-        scale = _scale_for_area(linear, area_px, width or 2.0)
+        scale = _scale_for_area(s.kind, area_px, width or 2.0)
     else:
         scale = max(4.0, s.size * min(x1 - x0, y1 - y0))
     scale = float(np.clip(scale, 2.0, 1.2 * max(x1 - x0, y1 - y0)))
-    if on_object and ends is None:   # "head", "neck", "shaft", "tip" of an elongated part: only that stretch of it
+    where = fg
+    if s.kind == "bent":  # a bend shows where there is structure to displace (a lead, a wire), not on flat plastic
+        grad = cv2.morphologyEx(lum, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+        busy = cv2.dilate((grad > np.percentile(grad[fg], 75)).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        where = fg & busy if (fg & busy).any() else fg
+    if on_object:   # "head", "neck", "shaft", "tip" of an elongated part: only that stretch of it
         for place in (p for p in PART_STRETCHES if p in s.location):
             band = part_band(fg, place)
             if band is not None and (where & band).any():
@@ -213,7 +201,7 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
     depth = s.depth * float(np.sqrt(fg.sum())) if s.depth is not None else None
     rim_strength = None
     material, material_dist = fg, dist   # where a chip can take material away
-    if on_object and "edge" in location and ends is None:  # the outline where the object meets a contrasting background
+    if on_object and "edge" in location:  # the outline where the object meets a contrasting background
         body = _object_body(img, fg)
         if body is not None:  # the mask's rim where it is also the body's rim (else the body's rim)
             body_rim = cv2.dilate((body & (_distance(body) <= 2)).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
@@ -222,11 +210,8 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
             material, material_dist = body, _distance(body)
         rim_strength = cv2.morphologyEx(cv2.GaussianBlur(lum, (0, 0), 1.5), cv2.MORPH_GRADIENT,
                                         np.ones((5, 5), np.uint8))
-    if ends is not None:   # anywhere on the thin parts' ends: the words' place and a borrowed row's spot do not apply
-        centre = choose_point(where, (), rng)
-    else:
-        centre = choose_point(where, location, rng, margin=0.0 if rim else 0.3 * scale, aim=s.aim, depth=depth,
-                              rim_strength=rim_strength)
+    centre = choose_point(where, location, rng, margin=0.0 if rim else 0.3 * scale, aim=s.aim, depth=depth,
+                          rim_strength=rim_strength)
     kind_seed = int(rng.integers(2 ** 31))
     background = _background_colour(image, fg)
 
@@ -234,7 +219,7 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
         canvas = Canvas(img, lighting, texture, material if chips else fg, centre, scale, s,
                         np.random.default_rng(kind_seed), background, behind=behind if on_object else None,
                         width=width, texture_field=texture_field, dist=material_dist if chips else dist,
-                        frame_part=frame_rim, thin=thin)
+                        frame_part=frame_rim)
         a, t = KIND_RENDERERS[s.kind](canvas)
         if on_object and s.kind not in PAST_OUTLINE_KINDS:
             a = a * fg
@@ -249,7 +234,7 @@ def paint(image: np.ndarray, spec: DefectSpec, fg: np.ndarray, rng: np.random.Ge
             got = tries[-1][2]
             if got <= 0 or 0.8 <= area_px / got <= 1.25:
                 break
-            power = 1.0 if linear else 0.5
+            power = 1.0 if s.kind in _LINEAR else 0.5
             scale = float(np.clip(scale * np.clip(area_px / got, 0.1, 10.0) ** power, 1.5,
                                   1.5 * max(x1 - x0, y1 - y0)))
             a, t = render(scale)

@@ -35,7 +35,6 @@ class Canvas:
     texture_field: np.ndarray | None = None  # zero-mean, unit-std luminance pattern from a texture folder (DTD)
     dist: np.ndarray | None = None      # distance to the object's boundary (pixels)
     frame_part: bool = False            # a part that fills the frame: its rim is the frame's border
-    thin: np.ndarray | None = None      # the object's thin parts (leads, pins: ``placement.thin_parts``)
 
     @property
     def on_object(self) -> bool:
@@ -229,29 +228,7 @@ def hole(c: Canvas):
     return alpha, target
 
 
-def _sever(c: Canvas):
-    """A thin part cut through (a lead shortened): its pixels at the aim (``c.thin``: ``placement.thin_parts``) are
-    gone, and what lay around them shows: the grey opening (a dark part: closing) of the part's width, which removes
-    the part and keeps the board, its holes and stripes."""
-    from .placement import THIN_WIDTH
-
-    alpha = _blob(c, max(3.0, c.scale * c.rng.uniform(0.45, 0.6)), 0.3, aspect=_aspect(c, 0.8, 1.4))
-    gone = cv2.dilate((c.thin & (alpha > 0.5)).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    if not gone.any():
-        return np.zeros_like(alpha), c.image
-    h, w = gone.shape
-    k = max(3, int(THIN_WIDTH * min(h, w)) | 1) + 2   # a little wider than the widest part the finder keeps
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    image = np.clip(c.image, 0, 255).astype(np.uint8)
-    opened, closed = (cv2.morphologyEx(image, op, kernel).astype(F32) for op in (cv2.MORPH_OPEN, cv2.MORPH_CLOSE))
-    lighter = float((c.image - opened)[c.thin].mean()) >= float((closed - c.image)[c.thin].mean())
-    behind = opened if lighter else closed   # the one that removes the part
-    return _feather(gone.astype(F32), 0.5), behind   # only the piece changes (the grain too)
-
-
 def cut(c: Canvas):
-    if c.spec.thin_part and c.thin is not None:
-        return _sever(c)
     length = c.scale * c.rng.uniform(1.0, 1.5)
     pts = _curve(c, length, 0.01)
     alpha = _polyline_alpha(c.fg.shape, pts, c.rng.uniform(2.0, 3.2))

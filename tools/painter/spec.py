@@ -105,9 +105,6 @@ _LOCATION_STEMS = {
 # A part name followed by a place word ("thread side", "thread top": damage on a screw's thread) names the stretch of
 # the part, not a place in the image: the thread is the shaft, wherever on it.
 PART_PLACES = {"thread": "shaft"}
-# Thin parts of an object that a type can name ("bent_lead", "cut_lead", "bent pin"): a defect of one sits at a thin
-# part's far end, outside the object's compact body (``placement.thin_ends``), not on the body.
-THIN_PART_RE = re.compile(r"(?<![a-z])(?:leads?|legs?|pins?|wires?|prongs?|terminals?)(?![a-z])")
 
 
 @dataclass
@@ -139,7 +136,6 @@ class DefectSpec:
     aim: tuple[float, float] | None = None  # (x, y) within the object's box, 0..1
     depth: float | None = None          # distance from the object's boundary, / sqrt(object area)
     elongation: float | None = None     # length / width of the real mask (linear kinds)
-    thin_part: bool = False             # the words name a thin part (a lead, a pin, a leg, a wire)
 
 
 def _first_match(text: str, stems: tuple[str, ...]) -> int | None:
@@ -260,5 +256,4 @@ def parse_prompt(prompt: str, fallback_kind: str = "contamination") -> DefectSpe
         if place not in loc and _first_match(placed, stems) is not None:
             loc.append(place)
     spec.location = tuple(loc)
-    spec.thin_part = bool(THIN_PART_RE.search(placed))
     return spec
